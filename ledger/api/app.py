@@ -1,0 +1,83 @@
+"""The FastAPI application: ``create_app()`` builds settings, and the lifespan
+opens the database pool and starts the single writer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
+
+from ledger import db, logs
+from ledger.api import errors as api_errors
+from ledger.api.deps import Context
+from ledger.api.middleware import RequestMiddleware
+from ledger.api.models import Problem
+from ledger.api.routes import admin, audit, events, health
+from ledger.appender import Appender
+from ledger.settings import Settings
+
+log = structlog.get_logger("ledger.api")
+
+# Routers contributed by other modules register here (tasks, projections, proofs).
+ROUTERS: list[Any] = [health.router, audit.router, events.router, admin.router]
+# Background services: async callables (ctx) -> awaitable cleanup, started in the lifespan.
+SERVICES: list[Any] = []
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    logs.configure(settings.log_format, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = db.resolve_url(settings)
+        db.apply_schema(url)
+        pool = AsyncConnectionPool(
+            url,
+            min_size=settings.pool_min,
+            max_size=settings.pool_max,
+            configure=db.async_session_setup(settings.db_role),
+            open=False,
+        )
+        await pool.open(wait=True, timeout=30)
+        appender = Appender(url, role=settings.db_role, max_batch_events=settings.max_batch_events)
+        await appender.start()
+        ctx = Context(settings=settings, url=url, pool=pool, appender=appender)
+        app.state.ctx = ctx
+        stops = []
+        for start in SERVICES:
+            stops.append(await start(ctx))
+        log.info("service_started", database=db.redact(url))
+        try:
+            yield
+        finally:
+            for stop in reversed(stops):
+                await stop()
+            await appender.close()
+            await pool.close()
+            log.info("service_stopped")
+
+    app = FastAPI(
+        title="Audit ledger",
+        version="0.1.0",
+        description=(
+            "Event-sourced, hash-chained audit ledger for agent task workflows. "
+            "Every request needs 'Authorization: Bearer <api key>'; errors are "
+            "RFC 9457 problem+json."
+        ),
+        lifespan=lifespan,
+        responses={
+            401: {"model": Problem, "content": {"application/problem+json": {}}},
+            403: {"model": Problem, "content": {"application/problem+json": {}}},
+            422: {"model": Problem, "content": {"application/problem+json": {}}},
+        },
+    )
+    api_errors.install(app)
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

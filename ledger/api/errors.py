@@ -1,0 +1,103 @@
+"""One table from errors to HTTP: every LedgerError becomes an RFC 9457
+problem document with its status; request validation errors become 422s
+that name the field and the rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ledger import errors
+
+PROBLEM = "application/problem+json"
+TYPE_BASE = "https://ledger.example/problems/"
+log = structlog.get_logger("ledger.api")
+
+
+def problem(
+    status: int, title: str, detail: str, slug: str, instance: str | None = None, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update({k: v for k, v in extra.items() if v is not None})
+    headers = {"WWW-Authenticate": 'Bearer realm="ledger"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or ".".join(str(p) for p in loc)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(errors.LedgerError)
+    async def ledger_error(request: Request, exc: errors.LedgerError) -> JSONResponse:
+        if exc.status >= 500:
+            log.warning("request_failed", error=exc.detail, kind=exc.type_slug)
+        return problem(
+            exc.status, exc.title, exc.detail, exc.type_slug, request.url.path, **exc.extra
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = [
+            {"field": _loc(tuple(e.get("loc", ()))), "rule": e.get("type"), "message": e.get("msg")}
+            for e in exc.errors()
+        ]
+        first = errs[0] if errs else {"field": "?", "message": "invalid"}
+        return problem(
+            422,
+            "Invalid input",
+            f"{first['field']}: {first['message']}",
+            "invalid-input",
+            request.url.path,
+            errors=errs,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+            # FastAPI's body parser gave up on absurd nesting before our gate saw it.
+            return problem(
+                422,
+                "Invalid input",
+                "body: nesting deeper than 32 levels is refused",
+                "invalid-input",
+                request.url.path,
+                errors=[{"field": "body", "rule": "max_depth", "message": "nesting too deep"}],
+            )
+        titles = {
+            404: ("Not found", "not-found"),
+            405: ("Method not allowed", "method-not-allowed"),
+            413: ("Request body too large", "payload-too-large"),
+        }
+        title, slug = titles.get(exc.status_code, ("HTTP error", f"http-{exc.status_code}"))
+        return problem(
+            exc.status_code,
+            title,
+            str(exc.detail),
+            slug,
+            request.url.path,
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request_crashed", path=request.url.path)
+        return problem(
+            500, "Internal error", "an unexpected error occurred; it has been logged",
+            "internal", request.url.path,
+        )

@@ -1,0 +1,119 @@
+"""Pure ASGI middleware: request ids, the body size limit, one log line per request."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import orjson
+import structlog
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = structlog.get_logger("ledger.http")
+_RID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+Scope = dict[str, Any]
+
+
+def _problem_bytes(status: int, title: str, detail: str, slug: str) -> bytes:
+    return orjson.dumps(
+        {"type": f"https://ledger.example/problems/{slug}", "title": title, "status": status, "detail": detail}
+    )
+
+
+class RequestMiddleware:
+    """Binds a request id, enforces the body limit (413), logs the request."""
+
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        rid = None
+        length = None
+        for k, v in scope["headers"]:
+            if k == b"x-request-id":
+                rid = v.decode("latin-1")
+            elif k == b"content-length":
+                try:
+                    length = int(v)
+                except ValueError:
+                    length = None
+        if not rid or not _RID_RE.match(rid):
+            rid = uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        status_holder = [500]
+        rid_header = (b"x-request-id", rid.encode())
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status_holder[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), rid_header]
+            await send(message)
+
+        limit = self.max_body
+        if length is not None and length > limit:
+            await self._too_large(send_wrapper, limit)
+        else:
+            seen = 0
+
+            async def receive_limited() -> dict[str, Any]:
+                nonlocal seen
+                message: dict[str, Any] = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    if seen > limit:
+                        raise _TooLarge(limit)
+                return message
+
+            try:
+                await self.app(scope, receive_limited, send_wrapper)
+            except _TooLarge:
+                await self._too_large(send_wrapper, limit)
+        route = scope.get("route")
+        log.info(
+            "request_handled",
+            request_id=rid,
+            method=scope["method"],
+            route=getattr(route, "path", scope["path"]),
+            status=status_holder[0],
+            actor=state.get("actor"),
+            latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+        )
+
+    async def _too_large(self, send: Any, limit: int) -> None:
+        body = _problem_bytes(
+            413,
+            "Request body too large",
+            f"request bodies are limited to {limit} bytes; split the content or store it elsewhere and reference it",
+            "payload-too-large",
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(StarletteHTTPException):
+    """Raised from receive(); an HTTPException so FastAPI's body reader passes it on."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413,
+            f"request bodies are limited to {limit} bytes; split the content or store it "
+            "elsewhere and reference it",
+        )

@@ -1,0 +1,84 @@
+"""Response models: what /openapi.json promises, and what FastAPI checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class EventOut(BaseModel):
+    position: int = Field(ge=1)
+    stream: str
+    version: int = Field(ge=1)
+    type: str
+    data: dict[str, Any]
+    meta: dict[str, Any]
+    recorded_at: str
+    prev_hash: str
+    hash: str
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_after: int | None = Field(
+        description="pass as ?after= for the next page; null when this page reached the head"
+    )
+
+
+class Head(BaseModel):
+    position: int
+    hash: str
+
+
+class VerifyResult(BaseModel):
+    ok: bool
+    verified_from: int | None
+    verified_to: int | None
+    head_hash: str | None
+    first_bad_position: int | None
+    reason: str | None
+    checked: int = Field(0, description="events hashed by this call (the rest were verified before)")
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+    head_position: int
+    appended_since_start: int
+
+
+class KeyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    role: str = Field(pattern=r"^(agent|officer|auditor|admin)$")
+
+
+class KeyCreated(BaseModel):
+    name: str
+    role: str
+    key: str = Field(description="shown once; only its SHA-256 is stored")
+    position: int
+
+
+class KeyRevoke(BaseModel):
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class KeyRevoked(BaseModel):
+    name: str
+    position: int
+
+
+class PrincipalOut(BaseModel):
+    name: str
+    role: str
+    created_position: int
+    revoked_position: int | None
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None

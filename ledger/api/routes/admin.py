@@ -1,0 +1,54 @@
+"""Principals and keys (admin). Each change is an event on principal-<name>."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from ledger import errors, keys
+from ledger.api.deps import CheckedBody, Ctx, Principal, meta_for, require
+from ledger.api.models import KeyCreate, KeyCreated, KeyRevoke, KeyRevoked, PrincipalOut
+from ledger.db import q
+
+router = APIRouter(tags=["admin"])
+Admin = Annotated[Principal, Depends(require("admin"))]
+
+
+@router.post("/admin/keys", response_model=KeyCreated, status_code=201)
+async def create_key(
+    request: Request, ctx: Ctx, admin: Admin, body: KeyCreate, _raw: CheckedBody
+) -> dict[str, Any]:
+    key, cmd = keys.create_command(body.name, body.role, meta_for(request, admin))
+    recorded = await ctx.appender.append(cmd)
+    ctx.auth_cache.clear()
+    return {"name": body.name, "role": body.role, "key": key, "position": recorded[0].position}
+
+
+@router.post("/admin/keys/{name}/revoke", response_model=KeyRevoked)
+async def revoke_key(
+    request: Request, ctx: Ctx, admin: Admin, name: str, _raw: CheckedBody, body: KeyRevoke | None = None
+) -> dict[str, Any]:
+    keys.check_name(name)
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(q("events", "principal_by_name"), {"name": name})
+        row = await cur.fetchone()
+    if row is None:
+        raise errors.NotFound(f"no principal named {name!r}")
+    if row[2] is not None:
+        raise errors.Conflict(f"the key of {name!r} was already revoked at position {row[2]}")
+    recorded = await ctx.appender.append(
+        keys.revoke_command(name, meta_for(request, admin), body.reason if body else None)
+    )
+    ctx.auth_cache.clear()
+    return {"name": name, "position": recorded[0].position}
+
+
+@router.get("/admin/keys", response_model=list[PrincipalOut])
+async def list_keys(ctx: Ctx, _: Admin) -> list[dict[str, Any]]:
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(q("events", "principals_list"))
+        rows = await cur.fetchall()
+    return [
+        {"name": n, "role": r, "created_position": c, "revoked_position": v} for n, r, c, v in rows
+    ]

@@ -1,0 +1,27 @@
+"""Liveness and readiness: open to load balancers, no credentials needed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from ledger import store
+from ledger.api.deps import Ctx
+from ledger.api.models import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": Health}})
+async def health(ctx: Ctx) -> Any:
+    try:
+        async with ctx.pool.connection(timeout=2.0) as conn:
+            position, _ = await store.head_async(conn)
+    except Exception:
+        body = {"status": "unavailable", "database": "unreachable", "head_position": -1,
+                "appended_since_start": ctx.appender.appended}
+        return JSONResponse(body, status_code=503)
+    return {"status": "ok", "database": "ok", "head_position": position,
+            "appended_since_start": ctx.appender.appended}

@@ -1,0 +1,297 @@
+"""The single writer: concurrent appends grouped into one transaction.
+
+Every command handed to :meth:`Appender.append` waits in a queue; one task
+takes whatever has gathered (up to ``max_batch_events``) and hands it to the
+``ledger_append`` SQL function in one statement on an autocommit connection.
+That statement is the whole transaction: it locks the head row, checks each
+command's expected version and idempotency key, chains and inserts the
+events, moves the head and NOTIFYs; its commit is the group commit. While it
+runs, the next batch gathers. A command is answered only after the commit.
+
+Position order = commit order = chain order however many processes append,
+because each batch holds the head row lock from its first read to its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import structlog
+
+from ledger import errors
+from ledger.canonical import canonical_bytes
+
+log = structlog.get_logger("ledger.appender")
+
+APPEND_SQL = "SELECT * FROM ledger_append(%s, %s, %s, %s, %s, %s, %s, %s)"
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    type: str
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Command:
+    """Events for one stream, appended all or none.
+
+    ``expected_version``: the stream's version the command was decided on
+    (0 = the stream must not exist yet), or None to append whatever it is.
+    ``idempotency``: (actor, key, request sha256) to record with the events.
+    """
+
+    stream: str
+    events: Sequence[NewEvent]
+    meta: dict[str, Any]
+    expected_version: int | None = None
+    idempotency: tuple[str, str, bytes] | None = None
+    bodies: list[bytes] = field(default_factory=list)
+
+    def prepare(self) -> None:
+        """Canonical '{"data":..,"meta":..' prefixes, computed outside the lock."""
+        if not self.bodies:
+            self.bodies = [
+                canonical_bytes({"data": e.data, "meta": self.meta})[:-1] for e in self.events
+            ]
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    position: int
+    stream: str
+    version: int
+    type: str
+    data: dict[str, Any]
+    meta: dict[str, Any]
+    recorded_at: str
+    prev_hash: str
+    hash: str
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "stream": self.stream,
+            "version": self.version,
+            "type": self.type,
+            "data": self.data,
+            "meta": self.meta,
+            "recorded_at": self.recorded_at,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+def request_digest(body: Any) -> bytes:
+    """What an idempotency key is bound to: the canonical request."""
+    return hashlib.sha256(canonical_bytes(body)).digest()
+
+
+def _params(commands: Sequence[Command]) -> tuple[list[Any], ...]:
+    streams, expected, i_actor, i_key, i_hash, counts, types, bodies = (
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )  # type: tuple[list[Any], ...]
+    for c in commands:
+        c.prepare()
+        streams.append(c.stream)
+        expected.append(c.expected_version)
+        if c.idempotency:
+            i_actor.append(c.idempotency[0])
+            i_key.append(c.idempotency[1])
+            i_hash.append(c.idempotency[2])
+        else:
+            i_actor.append(None)
+            i_key.append(None)
+            i_hash.append(None)
+        counts.append(len(c.events))
+        types.extend(e.type for e in c.events)
+        bodies.extend(c.bodies)
+    return streams, expected, i_actor, i_key, i_hash, counts, types, bodies
+
+
+def _results(
+    commands: Sequence[Command], rows: Sequence[tuple[Any, ...]]
+) -> list[list[Recorded] | errors.LedgerError]:
+    out: list[list[Recorded] | errors.LedgerError] = [[] for _ in commands]
+    for cmd, outcome, position, version, h, prev, recorded_at, detail in rows:
+        i = cmd - 1
+        c = commands[i]
+        if outcome == "ok":
+            slot = out[i]
+            assert isinstance(slot, list)
+            e = c.events[len(slot)]
+            slot.append(
+                Recorded(
+                    position=position,
+                    stream=c.stream,
+                    version=version,
+                    type=e.type,
+                    data=e.data,
+                    meta=c.meta,
+                    recorded_at=recorded_at,
+                    prev_hash=bytes(prev).hex(),
+                    hash=bytes(h).hex(),
+                )
+            )
+        elif outcome == "conflict":
+            out[i] = errors.VersionConflict(c.stream, c.expected_version, detail)
+        elif outcome == "duplicate":
+            out[i] = errors.DuplicateCommand(c.stream, position, detail)
+        elif outcome == "idempotency_mismatch":
+            out[i] = errors.IdempotencyMismatch(
+                "this Idempotency-Key was already used with a different request; "
+                "use a new key for a new request",
+            )
+        else:  # pragma: no cover - the SQL function knows no other outcome
+            out[i] = errors.LedgerError(f"unknown append outcome {outcome!r}")
+    return out
+
+
+def _map_db_error(exc: psycopg.Error) -> errors.LedgerError:
+    if isinstance(exc, psycopg.errors.CheckViolation):
+        return errors.InvalidInput(f"refused by the ledger's constraints: {exc.diag.message_primary}")
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        # (stream, version) raced with another writer outside our head lock: cannot
+        # happen while everyone appends through ledger_append, but say what it is.
+        return errors.Conflict("a concurrent append won the race; retry the command")
+    if isinstance(exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+        return errors.Unavailable("the ledger is busy (lock timeout); retry shortly")
+    if isinstance(exc, psycopg.OperationalError):
+        return errors.OutcomeUnknown(
+            "the database connection failed during the append; the command may or may not "
+            "have been recorded: retry with the same Idempotency-Key"
+        )
+    return errors.LedgerError(f"append failed: {exc.diag.message_primary or exc}")
+
+
+def append_sync(conn: psycopg.Connection[Any], commands: Sequence[Command]) -> list[Any]:
+    """One batch on a plain connection (CLI, tests, tools). Autocommit expected."""
+    rows = conn.execute(APPEND_SQL, _params(commands)).fetchall()
+    return _results(commands, rows)
+
+
+@dataclass(slots=True)
+class _Pending:
+    command: Command
+    future: asyncio.Future[list[Recorded]]
+
+
+class Appender:
+    """Group-commit writer for one process. ``append`` is safe to call from many tasks."""
+
+    def __init__(
+        self, conninfo: str, *, role: str | None = "ledger_service", max_batch_events: int = 1000
+    ) -> None:
+        self._conninfo = conninfo
+        self._role = role
+        self._max = max_batch_events
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self.batches = 0
+        self.appended = 0
+
+    async def start(self) -> None:
+        await self._connect()
+        self._task = asyncio.create_task(self._run(), name="ledger-appender")
+
+    async def _connect(self) -> None:
+        from ledger.db import async_session_setup
+
+        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        await async_session_setup(self._role)(conn)
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while not self._queue.empty():
+            p = self._queue.get_nowait()
+            if not p.future.done():
+                p.future.set_exception(errors.Unavailable("the service is shutting down"))
+        if self._conn:
+            await self._conn.close()
+
+    async def append(self, command: Command) -> list[Recorded]:
+        """Append one command's events; returns them as recorded, after commit.
+
+        Raises VersionConflict, DuplicateCommand, IdempotencyMismatch, or an
+        Unavailable/OutcomeUnknown when the database fails.
+        """
+        if self._task is None or self._task.done():
+            raise errors.Unavailable("the appender is not running")
+        command.prepare()  # hashing work stays outside the lock and the writer task
+        fut: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(command, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            n = len(first.command.events)
+            while n < self._max and not self._queue.empty():
+                p = self._queue.get_nowait()
+                batch.append(p)
+                n += len(p.command.events)
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[_Pending]) -> None:
+        commands = [p.command for p in batch]
+        t0 = time.perf_counter()
+        try:
+            if self._conn is None or self._conn.closed:
+                await self._connect()
+            assert self._conn is not None
+            cur = await self._conn.execute(APPEND_SQL, _params(commands))
+            rows = await cur.fetchall()
+        except psycopg.Error as exc:
+            err = _map_db_error(exc)
+            log.error("append_failed", size=len(batch), error=str(exc), sqlstate=exc.sqlstate)
+            if self._conn is not None and (self._conn.closed or self._conn.broken):
+                self._conn = None
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(err)
+            return
+        except Exception as exc:  # never leave a waiter hanging
+            log.exception("append_crashed", size=len(batch))
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(errors.LedgerError(f"append failed: {exc}"))
+            return
+        results = _results(commands, rows)
+        positions = [r.position for res in results if isinstance(res, list) for r in res]
+        self.batches += 1
+        self.appended += len(positions)
+        log.info(
+            "events_appended",
+            commands=len(batch),
+            events=len(positions),
+            first_position=positions[0] if positions else None,
+            last_position=positions[-1] if positions else None,
+            commit_ms=round((time.perf_counter() - t0) * 1000, 3),
+        )
+        for p, res in zip(batch, results, strict=True):
+            if p.future.done():
+                continue
+            if isinstance(res, list):
+                p.future.set_result(res)
+            else:
+                p.future.set_exception(res)

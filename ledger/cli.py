@@ -1,0 +1,252 @@
+"""``ledger`` command line: run | serve | keys | verify | export (and more as
+modules register). Operator commands talk to PostgreSQL directly (the same
+embedded server as ``make run`` when DATABASE_URL is unset)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from ledger import db, errors, keys, store
+from ledger.appender import append_sync
+from ledger.settings import Settings
+from ledger.verify import verify_file
+
+# Sub-commands other modules add: name -> (configure(parser), run(args) -> exit code)
+EXTRA_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[Any], int]]] = {}
+
+
+def _err(msg: str) -> None:
+    print(f"ledger: {msg}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def connect(settings: Settings | None = None) -> Iterator[psycopg.Connection[Any]]:
+    """A service-role connection with the schema in place."""
+    settings = settings or Settings()
+    url = db.resolve_url(settings)
+    db.apply_schema(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        db.session_setup(settings.db_role)(conn)
+        conn.autocommit = True
+        yield conn
+
+
+def operator_meta() -> dict[str, Any]:
+    return {
+        "actor": os.environ.get("LEDGER_OPERATOR", "operator"),
+        "role": "admin",
+        "request_id": f"cli-{uuid.uuid4().hex[:12]}",
+    }
+
+
+def _one(conn: psycopg.Connection[Any], cmd: Any) -> Any:
+    (res,) = append_sync(conn, [cmd])
+    if isinstance(res, errors.LedgerError):
+        raise res
+    return res
+
+
+def cmd_keys(args: Any) -> int:
+    with connect() as conn:
+        if args.keys_cmd == "create":
+            key, cmd = keys.create_command(args.name, args.role, operator_meta())
+            _one(conn, cmd)
+            print(key)
+            print(f"created {args.role} key for {args.name!r}; it is shown only once", file=sys.stderr)
+        elif args.keys_cmd == "revoke":
+            keys.check_name(args.name)
+            row = conn.execute(db.q("events", "principal_by_name"), {"name": args.name}).fetchone()
+            if row is None:
+                _err(f"no principal named {args.name!r}")
+                return 1
+            if row[2] is not None:
+                _err(f"the key of {args.name!r} was already revoked at position {row[2]}")
+                return 1
+            recorded = _one(conn, keys.revoke_command(args.name, operator_meta(), args.reason))
+            print(f"revoked {args.name!r} at position {recorded[0].position}", file=sys.stderr)
+        else:
+            for name, role, created, revoked in conn.execute(db.q("events", "principals_list")):
+                state = f"revoked at {revoked}" if revoked else "active"
+                print(f"{name}\t{role}\tcreated at {created}\t{state}")
+    return 0
+
+
+def _parse_head(text: str) -> tuple[int, str]:
+    pos, _, h = text.partition(":")
+    if not pos.isdigit() or len(h) != 64:
+        raise argparse.ArgumentTypeError("expected POSITION:HASH (64 hex digits)")
+    return int(pos), h.lower()
+
+
+def _parse_hash(text: str) -> str:
+    if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise argparse.ArgumentTypeError("expected 64 hex digits")
+    return text.lower()
+
+
+def cmd_verify(args: Any) -> int:
+    opened = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    with opened as f:
+        result = verify_file(f, anchor=args.anchor, expect_head=args.expect_head)
+    if result.ok:
+        print(
+            f"OK: positions {result.verified_from}..{result.verified_to} verify "
+            f"({result.count} events); head {result.verified_to}:{result.head_hash}"
+        )
+        return 0
+    print(f"FAILED at position {result.first_bad_position}: {result.reason}")
+    if result.verified_to:
+        print(f"(positions {result.verified_from}..{result.verified_to} verified before it)")
+    return 1
+
+
+def cmd_export(args: Any) -> int:
+    with connect() as conn:
+        head_pos, _ = store.head(conn)
+        last = min(args.to, head_pos) if args.to else head_pos
+        out = sys.stdout.buffer
+        conn.autocommit = False
+        with conn.cursor(name="export") as cur:
+            cur.itersize = 5000
+            cur.execute(db.q("events", "events_range"), {"from": args.from_, "to": last})
+            for canonical, h in cur:
+                out.write(store.export_line(canonical, h))
+        conn.rollback()
+        out.flush()
+        print(f"exported positions {args.from_}..{last}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: Any) -> int:
+    import uvicorn
+
+    settings = Settings()
+    if args.workers > 1 and not settings.database_url:
+        # one embedded server for every worker: resolve it here and hand it down
+        os.environ["LEDGER_DATABASE_URL"] = db.resolve_url(settings)
+    uvicorn.run(
+        "ledger.api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
+# Background processes `ledger run` starts beside the API: argv lists.
+RUN_COMPANIONS: list[list[str]] = []
+
+
+def cmd_run(args: Any) -> int:
+    """The API and its companion processes (projection runner), one database."""
+    settings = Settings()
+    url = db.resolve_url(settings)
+    db.apply_schema(url)
+    env = {**os.environ, "LEDGER_DATABASE_URL": url}
+    print(f"ledger: database {db.redact(url)}", file=sys.stderr)
+    print(f"ledger: serving on http://{args.host}:{args.port}  (Ctrl-C stops)", file=sys.stderr)
+    procs = [subprocess.Popen([sys.executable, "-m", *argv], env=env) for argv in RUN_COMPANIONS]
+    api = subprocess.Popen(
+        [sys.executable, "-m", "ledger", "serve", "--host", args.host, "--port", str(args.port),
+         "--workers", str(args.workers)],
+        env=env,
+    )
+    procs.append(api)
+
+    def stop(*_: Any) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        code = api.wait()
+    except KeyboardInterrupt:
+        code = 0
+    stop()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ledger", description="Hash-chained audit ledger")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    for name, help_ in (("run", "serve the API and its projection runner"), ("serve", "serve the API only")):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("--host", default="127.0.0.1")
+        s.add_argument("--port", type=int, default=8000)
+        s.add_argument("--workers", type=int, default=1)
+
+    k = sub.add_parser("keys", help="create, revoke and list API keys")
+    ks = k.add_subparsers(dest="keys_cmd", required=True)
+    kc = ks.add_parser("create", help="create a key; prints it alone on stdout")
+    kc.add_argument("--name", required=True)
+    kc.add_argument("--role", required=True, choices=keys.ROLES)
+    kr = ks.add_parser("revoke", help="revoke a principal's key")
+    kr.add_argument("name")
+    kr.add_argument("--reason")
+    ks.add_parser("list", help="list principals")
+
+    v = sub.add_parser("verify", help="verify an export bundle offline (no database, no network)")
+    v.add_argument("file", help="NDJSON export bundle, or - for stdin")
+    v.add_argument("--anchor", type=_parse_hash, help="hash of the event before the bundle's first")
+    v.add_argument("--expect-head", type=_parse_head, metavar="POS:HASH",
+                   help="a head saved earlier: fail unless that event is in the bundle unchanged")
+
+    e = sub.add_parser("export", help="write an NDJSON export bundle to stdout")
+    e.add_argument("--from", dest="from_", type=int, default=1)
+    e.add_argument("--to", type=int, default=None)
+
+    for name, (configure, _run) in EXTRA_COMMANDS.items():
+        configure(sub.add_parser(name))
+    return p
+
+
+COMMANDS: dict[str, Callable[[Any], int]] = {
+    "run": cmd_run,
+    "serve": cmd_serve,
+    "keys": cmd_keys,
+    "verify": cmd_verify,
+    "export": cmd_export,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = COMMANDS.get(args.command) or EXTRA_COMMANDS[args.command][1]
+    try:
+        return handler(args)
+    except errors.LedgerError as exc:
+        _err(exc.detail)
+        return 2
+    except psycopg.OperationalError as exc:
+        _err(f"cannot reach the database: {exc}")
+        return 2
+    except BrokenPipeError:
+        return 1
+    except FileNotFoundError as exc:
+        _err(str(exc))
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""Settings, read from the environment (``LEDGER_`` prefix) when the app is built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore")
+
+    # A PostgreSQL server; unset means the embedded server under ``home``.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("LEDGER_DATABASE_URL", "DATABASE_URL")
+    )
+    home: Path = Path(".ledger")
+    # Largest request body accepted (SPEC §1: default 256 KiB).
+    max_body_bytes: int = 256 * 1024
+    pool_min: int = 2
+    pool_max: int = 10
+    # Group commit: most events one append transaction takes.
+    max_batch_events: int = 1000
+    # Role the service acts as inside PostgreSQL (SELECT and INSERT on events).
+    db_role: str | None = "ledger_service"
+    # How long an authenticated key stays cached before it is looked up again.
+    auth_cache_seconds: float = 1.0
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "info"
+    # Lease handed out by a claim when the agent names none (seconds).
+    default_lease_seconds: int = 60
+    max_lease_seconds: int = 3600
+    # How often the service looks for lapsed leases (seconds; 0 turns it off).
+    lease_sweep_seconds: float = 1.0
+    # Longest GET /tasks/{id}?min_position=N waits for the views (seconds).
+    max_wait_seconds: float = 5.0

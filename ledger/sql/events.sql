@@ -1,0 +1,55 @@
+-- name: head
+SELECT position, hash, recorded_at FROM ledger_head WHERE id
+
+-- name: stream_events
+SELECT canonical, hash FROM events WHERE stream = %(stream)s ORDER BY version
+
+-- name: stream_events_upto_position
+SELECT canonical, hash FROM events
+ WHERE stream = %(stream)s AND position <= %(position)s ORDER BY version
+
+-- name: stream_events_upto_time
+SELECT canonical, hash FROM events
+ WHERE stream = %(stream)s AND recorded_at <= %(at)s ORDER BY version
+
+-- name: stream_version
+SELECT coalesce(max(version), 0) FROM events WHERE stream = %(stream)s
+
+-- name: events_after
+SELECT canonical, hash FROM events
+ WHERE position > %(after)s ORDER BY position LIMIT %(limit)s
+
+-- name: events_range
+SELECT canonical, hash FROM events
+ WHERE position BETWEEN %(from)s AND %(to)s ORDER BY position
+
+-- name: verify_range
+SELECT position, stream, version, type, prev_hash, hash, canonical FROM events
+ WHERE position BETWEEN %(from)s AND %(to)s ORDER BY position
+
+-- name: event_hash_at
+SELECT hash FROM events WHERE position = %(position)s
+
+-- name: event_at
+SELECT canonical, hash FROM events WHERE position = %(position)s
+
+-- name: watermark
+SELECT position, hash FROM verify_watermark WHERE id
+
+-- name: move_watermark
+UPDATE verify_watermark SET position = %(position)s, hash = %(hash)s, verified_at = now()
+ WHERE id AND position < %(position)s
+
+-- name: idempotency_lookup
+SELECT request_sha256, stream, first_position, last_position FROM idempotency_keys
+ WHERE actor = %(actor)s AND key = %(key)s
+
+-- name: principal_by_key
+SELECT name, role FROM principals
+ WHERE key_sha256 = %(key_sha256)s AND revoked_position IS NULL
+
+-- name: principal_by_name
+SELECT name, role, revoked_position FROM principals WHERE name = %(name)s
+
+-- name: principals_list
+SELECT name, role, created_position, revoked_position FROM principals ORDER BY name

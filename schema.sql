@@ -1,0 +1,248 @@
+-- The ledger's schema. Applied on every start, idempotently, under an
+-- advisory lock (ledger/db.py). Invariants live here: grants, CHECKs,
+-- unique (stream, version), triggers that refuse rewriting history.
+
+-- The service's role: SELECT and INSERT on events, nothing more.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ledger_service') THEN
+        CREATE ROLE ledger_service NOLOGIN;
+    END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;  -- another database on the same server created it first
+END $$;
+
+-- One stuck writer must not stall the ledger: a statement waits at most
+-- lock_timeout for a lock, and a session idle inside a transaction is cut off.
+ALTER ROLE ledger_service SET lock_timeout = '5s';
+ALTER ROLE ledger_service SET idle_in_transaction_session_timeout = '15s';
+
+-- The head of the chain: one row, moved forward by every append. Locking it
+-- serialises appenders, so position order = commit order = chain order.
+CREATE TABLE IF NOT EXISTS ledger_head (
+    id          boolean PRIMARY KEY DEFAULT true CHECK (id),
+    position    bigint      NOT NULL DEFAULT 0 CHECK (position >= 0),
+    hash        bytea       NOT NULL DEFAULT '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea
+                CHECK (length(hash) = 32),
+    recorded_at timestamptz NOT NULL DEFAULT '-infinity'
+);
+INSERT INTO ledger_head (id) VALUES (true) ON CONFLICT DO NOTHING;
+
+CREATE TABLE IF NOT EXISTS events (
+    position    bigint      PRIMARY KEY CHECK (position >= 1),
+    stream      text        NOT NULL CHECK (stream ~ '^[a-z][a-z0-9_]*-[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$'),
+    version     bigint      NOT NULL CHECK (version >= 1),
+    type        text        NOT NULL CHECK (type ~ '^[A-Z][A-Za-z0-9]{0,99}$'),
+    recorded_at timestamptz NOT NULL,
+    prev_hash   bytea       NOT NULL CHECK (length(prev_hash) = 32),
+    hash        bytea       NOT NULL CHECK (length(hash) = 32),
+    -- the exact RFC 8785 bytes the hash was computed over (every field but
+    -- hash); reads and exports come from here, never from jsonb::text
+    canonical   bytea       NOT NULL,
+    CONSTRAINT events_stream_version_key UNIQUE (stream, version)
+);
+CREATE INDEX IF NOT EXISTS events_type_position_idx ON events (type, position);
+
+-- Queries that want jsonb derive it from the canonical bytes.
+CREATE OR REPLACE VIEW events_json AS
+    SELECT position, stream, version, type, recorded_at,
+           encode(prev_hash, 'hex') AS prev_hash, encode(hash, 'hex') AS hash,
+           convert_from(canonical, 'UTF8')::jsonb AS body
+      FROM events;
+
+-- History is never rewritten: refused to everyone, superusers included,
+-- and ENABLE ALWAYS so session_replication_role = replica cannot skip it.
+CREATE OR REPLACE FUNCTION events_refuse_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'events are immutable: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'the ledger is append-only; record a correcting event instead';
+END $$;
+
+CREATE OR REPLACE TRIGGER events_no_update_delete
+    BEFORE UPDATE OR DELETE ON events
+    FOR EACH ROW EXECUTE FUNCTION events_refuse_change();
+CREATE OR REPLACE TRIGGER events_no_truncate
+    BEFORE TRUNCATE ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION events_refuse_change();
+ALTER TABLE events ENABLE ALWAYS TRIGGER events_no_update_delete;
+ALTER TABLE events ENABLE ALWAYS TRIGGER events_no_truncate;
+
+-- The head only moves forward.
+CREATE OR REPLACE FUNCTION ledger_head_forward_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.position < OLD.position OR NEW.recorded_at < OLD.recorded_at THEN
+        RAISE EXCEPTION 'ledger head cannot move backwards (% -> %)', OLD.position, NEW.position
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER ledger_head_forward
+    BEFORE UPDATE ON ledger_head
+    FOR EACH ROW EXECUTE FUNCTION ledger_head_forward_only();
+ALTER TABLE ledger_head ENABLE ALWAYS TRIGGER ledger_head_forward;
+
+-- Idempotency keys: written in the same transaction as the command's events.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    actor           text        NOT NULL,
+    key             text        NOT NULL,
+    request_sha256  bytea       NOT NULL,
+    stream          text        NOT NULL,
+    first_position  bigint      NOT NULL,
+    last_position   bigint      NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (actor, key)
+);
+
+-- Principals: who may act as whom. Kept in step with the PrincipalKey* events
+-- by a trigger in the appending transaction, so the chain is the source.
+CREATE TABLE IF NOT EXISTS principals (
+    name             text        PRIMARY KEY,
+    role             text        NOT NULL CHECK (role IN ('agent', 'officer', 'auditor', 'admin')),
+    key_sha256       bytea       NOT NULL UNIQUE,
+    created_position bigint      NOT NULL,
+    revoked_position bigint
+);
+
+CREATE OR REPLACE FUNCTION principals_follow_events() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    d jsonb := convert_from(NEW.canonical, 'UTF8')::jsonb -> 'data';
+BEGIN
+    IF NEW.type = 'PrincipalKeyCreated' THEN
+        INSERT INTO principals (name, role, key_sha256, created_position)
+        VALUES (d ->> 'name', d ->> 'role', decode(d ->> 'key_sha256', 'hex'), NEW.position)
+        ON CONFLICT (name) DO UPDATE
+           SET role = EXCLUDED.role, key_sha256 = EXCLUDED.key_sha256,
+               created_position = EXCLUDED.created_position, revoked_position = NULL;
+    ELSIF NEW.type = 'PrincipalKeyRevoked' THEN
+        UPDATE principals SET revoked_position = NEW.position WHERE name = d ->> 'name';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER events_principals
+    AFTER INSERT ON events
+    FOR EACH ROW WHEN (NEW.type IN ('PrincipalKeyCreated', 'PrincipalKeyRevoked'))
+    EXECUTE FUNCTION principals_follow_events();
+
+-- What GET /audit/verify has already checked: it resumes from here.
+CREATE TABLE IF NOT EXISTS verify_watermark (
+    id          boolean PRIMARY KEY DEFAULT true CHECK (id),
+    position    bigint      NOT NULL DEFAULT 0,
+    hash        bytea       NOT NULL DEFAULT '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea,
+    verified_at timestamptz
+);
+INSERT INTO verify_watermark (id) VALUES (true) ON CONFLICT DO NOTHING;
+
+-- The single append path. One call = one transaction = one group commit:
+-- lock the head, check each command's expected stream version and
+-- idempotency key, chain and insert its events, move the head, NOTIFY.
+-- A refused command is skipped; the others in the batch still commit.
+--
+-- p_bodies[i] is the RFC 8785 prefix '{"data":...,"meta":{...}' of event i,
+-- computed by the caller; this function appends the remaining fields (all
+-- ASCII, no escaping needed: the CHECKs on stream and type guarantee it) in
+-- RFC 8785 key order and hashes the result.
+CREATE OR REPLACE FUNCTION ledger_append(
+    p_streams    text[],    -- per command
+    p_expected   bigint[],  -- per command: required current version, NULL for any
+    p_idem_actor text[],    -- per command: idempotency key owner, NULL for none
+    p_idem_key   text[],
+    p_idem_hash  bytea[],
+    p_counts     int[],     -- per command: how many events follow
+    p_types      text[],    -- per event
+    p_bodies     bytea[]    -- per event
+) RETURNS TABLE (o_cmd int, o_outcome text, o_position bigint, o_version bigint,
+                 o_hash bytea, o_prev_hash bytea, o_recorded_at text, o_detail bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    h_pos   bigint;
+    h_hash  bytea;
+    h_ts    timestamptz;
+    ts      timestamptz;
+    ts_text text;
+    c       int;
+    e       int := 0;
+    i       int;
+    cur     bigint;
+    canon   bytea;
+    nh      bytea;
+    prior   idempotency_keys%ROWTYPE;
+    first_p bigint;
+    moved   boolean := false;
+BEGIN
+    SELECT h.position, h.hash, h.recorded_at INTO h_pos, h_hash, h_ts
+      FROM ledger_head h WHERE h.id FOR UPDATE;
+    ts := greatest(clock_timestamp(), h_ts);
+    ts_text := to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+
+    FOR c IN 1 .. coalesce(array_length(p_streams, 1), 0) LOOP
+        IF p_idem_key[c] IS NOT NULL THEN
+            SELECT * INTO prior FROM idempotency_keys k
+             WHERE k.actor = p_idem_actor[c] AND k.key = p_idem_key[c];
+            IF FOUND THEN
+                o_cmd := c;
+                o_outcome := CASE WHEN prior.request_sha256 = p_idem_hash[c]
+                                  THEN 'duplicate' ELSE 'idempotency_mismatch' END;
+                o_position := prior.first_position; o_detail := prior.last_position;
+                o_version := NULL; o_hash := NULL; o_prev_hash := NULL; o_recorded_at := NULL;
+                RETURN NEXT;
+                e := e + p_counts[c];
+                CONTINUE;
+            END IF;
+        END IF;
+
+        SELECT coalesce(max(ev.version), 0) INTO cur FROM events ev WHERE ev.stream = p_streams[c];
+        IF p_expected[c] IS NOT NULL AND p_expected[c] <> cur THEN
+            o_cmd := c; o_outcome := 'conflict'; o_detail := cur;
+            o_position := NULL; o_version := NULL; o_hash := NULL; o_prev_hash := NULL; o_recorded_at := NULL;
+            RETURN NEXT;
+            e := e + p_counts[c];
+            CONTINUE;
+        END IF;
+
+        first_p := h_pos + 1;
+        FOR i IN 1 .. p_counts[c] LOOP
+            e := e + 1;
+            h_pos := h_pos + 1;
+            cur := cur + 1;
+            canon := p_bodies[e] || convert_to(
+                ',"position":' || h_pos
+                || ',"prev_hash":"' || encode(h_hash, 'hex')
+                || '","recorded_at":"' || ts_text
+                || '","stream":"' || p_streams[c]
+                || '","type":"' || p_types[e]
+                || '","version":' || cur || '}', 'UTF8');
+            nh := sha256(canon);
+            INSERT INTO events (position, stream, version, type, recorded_at, prev_hash, hash, canonical)
+            VALUES (h_pos, p_streams[c], cur, p_types[e], ts, h_hash, nh, canon);
+            o_cmd := c; o_outcome := 'ok'; o_position := h_pos; o_version := cur;
+            o_hash := nh; o_prev_hash := h_hash; o_recorded_at := ts_text; o_detail := NULL;
+            RETURN NEXT;
+            h_hash := nh;
+            moved := true;
+        END LOOP;
+
+        IF p_idem_key[c] IS NOT NULL AND p_counts[c] > 0 THEN
+            INSERT INTO idempotency_keys (actor, key, request_sha256, stream, first_position, last_position)
+            VALUES (p_idem_actor[c], p_idem_key[c], p_idem_hash[c], p_streams[c], first_p, h_pos);
+        END IF;
+    END LOOP;
+
+    IF moved THEN
+        UPDATE ledger_head SET position = h_pos, hash = h_hash, recorded_at = ts WHERE id;
+        PERFORM pg_notify('ledger_events', h_pos::text);
+    END IF;
+END $$;
+
+-- Grants: the service reads and appends; it never updates or deletes events.
+REVOKE ALL ON events FROM PUBLIC;
+REVOKE UPDATE, DELETE, TRUNCATE ON events FROM ledger_service;
+GRANT SELECT, INSERT ON events TO ledger_service;
+GRANT SELECT ON events_json TO ledger_service;
+GRANT SELECT, UPDATE ON ledger_head TO ledger_service;
+GRANT SELECT, INSERT ON idempotency_keys TO ledger_service;
+GRANT SELECT, INSERT, UPDATE ON principals TO ledger_service;
+GRANT SELECT, UPDATE ON verify_watermark TO ledger_service;
