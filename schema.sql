@@ -246,3 +246,13 @@ GRANT SELECT, UPDATE ON ledger_head TO ledger_service;
 GRANT SELECT, INSERT ON idempotency_keys TO ledger_service;
 GRANT SELECT, INSERT, UPDATE ON principals TO ledger_service;
 GRANT SELECT, UPDATE ON verify_watermark TO ledger_service;
+
+-- ===================================================================
+-- Sections below belong to the modules named; each keeps to its own.
+-- ===================================================================
+
+-- == tasks (ledger/tasks.py, ledger/api/routes/tasks.py) ==
+
+-- == projections (projections/) ==
+
+-- == proofs (ledger/merkle.py, ledger/checkpoints.py) ==

@@ -95,28 +95,22 @@ def request_digest(body: Any) -> bytes:
 
 
 def _params(commands: Sequence[Command]) -> tuple[list[Any], ...]:
-    streams, expected, i_actor, i_key, i_hash, counts, types, bodies = (
-        [],
-        [],
-        [],
-        [],
-        [],
-        [],
-        [],
-        [],
-    )  # type: tuple[list[Any], ...]
+    streams: list[Any] = []
+    expected: list[Any] = []
+    i_actor: list[Any] = []
+    i_key: list[Any] = []
+    i_hash: list[Any] = []
+    counts: list[Any] = []
+    types: list[Any] = []
+    bodies: list[Any] = []
     for c in commands:
         c.prepare()
         streams.append(c.stream)
         expected.append(c.expected_version)
-        if c.idempotency:
-            i_actor.append(c.idempotency[0])
-            i_key.append(c.idempotency[1])
-            i_hash.append(c.idempotency[2])
-        else:
-            i_actor.append(None)
-            i_key.append(None)
-            i_hash.append(None)
+        actor, key, digest = c.idempotency or (None, None, None)
+        i_actor.append(actor)
+        i_key.append(key)
+        i_hash.append(digest)
         counts.append(len(c.events))
         types.extend(e.type for e in c.events)
         bodies.extend(c.bodies)
@@ -163,7 +157,9 @@ def _results(
 
 def _map_db_error(exc: psycopg.Error) -> errors.LedgerError:
     if isinstance(exc, psycopg.errors.CheckViolation):
-        return errors.InvalidInput(f"refused by the ledger's constraints: {exc.diag.message_primary}")
+        return errors.InvalidInput(
+            f"refused by the ledger's constraints: {exc.diag.message_primary}"
+        )
     if isinstance(exc, psycopg.errors.UniqueViolation):
         # (stream, version) raced with another writer outside our head lock: cannot
         # happen while everyone appends through ledger_append, but say what it is.

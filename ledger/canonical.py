@@ -60,22 +60,20 @@ def _is_fast(value: Any) -> bool:
                 tv = type(item)
                 if tv is dict or tv is list:
                     push(item)
-                elif tv is float:
-                    return False
-                elif tv is int and not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                elif tv is float or (
+                    tv is int and not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER
+                ):
                     return False
         elif t is list:
             for item in v:
                 tv = type(item)
                 if tv is dict or tv is list:
                     push(item)
-                elif tv is float:
+                elif tv is float or (
+                    tv is int and not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER
+                ):
                     return False
-                elif tv is int and not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
-                    return False
-        elif t is float:
-            return False
-        elif t is int and not -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER:
+        elif t is float or (t is int and not -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER):
             return False
     return True
 

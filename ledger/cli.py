@@ -12,7 +12,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -23,7 +22,9 @@ from ledger.settings import Settings
 from ledger.verify import verify_file
 
 # Sub-commands other modules add: name -> (configure(parser), run(args) -> exit code)
-EXTRA_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[Any], int]]] = {}
+EXTRA_COMMANDS: dict[
+    str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[Any], int]]
+] = {}
 
 
 def _err(msg: str) -> None:
@@ -63,7 +64,9 @@ def cmd_keys(args: Any) -> int:
             key, cmd = keys.create_command(args.name, args.role, operator_meta())
             _one(conn, cmd)
             print(key)
-            print(f"created {args.role} key for {args.name!r}; it is shown only once", file=sys.stderr)
+            print(
+                f"created {args.role} key for {args.name!r}; it is shown only once", file=sys.stderr
+            )
         elif args.keys_cmd == "revoke":
             keys.check_name(args.name)
             row = conn.execute(db.q("events", "principal_by_name"), {"name": args.name}).fetchone()
@@ -161,8 +164,18 @@ def cmd_run(args: Any) -> int:
     print(f"ledger: serving on http://{args.host}:{args.port}  (Ctrl-C stops)", file=sys.stderr)
     procs = [subprocess.Popen([sys.executable, "-m", *argv], env=env) for argv in RUN_COMPANIONS]
     api = subprocess.Popen(
-        [sys.executable, "-m", "ledger", "serve", "--host", args.host, "--port", str(args.port),
-         "--workers", str(args.workers)],
+        [
+            sys.executable,
+            "-m",
+            "ledger",
+            "serve",
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+            "--workers",
+            str(args.workers),
+        ],
         env=env,
     )
     procs.append(api)
@@ -190,7 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ledger", description="Hash-chained audit ledger")
     sub = p.add_subparsers(dest="command", required=True)
 
-    for name, help_ in (("run", "serve the API and its projection runner"), ("serve", "serve the API only")):
+    for name, help_ in (
+        ("run", "serve the API and its projection runner"),
+        ("serve", "serve the API only"),
+    ):
         s = sub.add_parser(name, help=help_)
         s.add_argument("--host", default="127.0.0.1")
         s.add_argument("--port", type=int, default=8000)
@@ -209,8 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="verify an export bundle offline (no database, no network)")
     v.add_argument("file", help="NDJSON export bundle, or - for stdin")
     v.add_argument("--anchor", type=_parse_hash, help="hash of the event before the bundle's first")
-    v.add_argument("--expect-head", type=_parse_head, metavar="POS:HASH",
-                   help="a head saved earlier: fail unless that event is in the bundle unchanged")
+    v.add_argument(
+        "--expect-head",
+        type=_parse_head,
+        metavar="POS:HASH",
+        help="a head saved earlier: fail unless that event is in the bundle unchanged",
+    )
 
     e = sub.add_parser("export", help="write an NDJSON export bundle to stdout")
     e.add_argument("--from", dest="from_", type=int, default=1)

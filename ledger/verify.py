@@ -22,7 +22,17 @@ from ledger.canonical import ZERO_HASH, canonical_bytes
 
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
-FIELDS = ("position", "stream", "version", "type", "data", "meta", "recorded_at", "prev_hash", "hash")
+FIELDS = (
+    "position",
+    "stream",
+    "version",
+    "type",
+    "data",
+    "meta",
+    "recorded_at",
+    "prev_hash",
+    "hash",
+)
 
 
 @dataclass(slots=True)
@@ -81,22 +91,33 @@ class ChainVerifier:
         if position != self.expected_position:
             after = self.expected_position - 1
             if self.count:
-                raise Bad(position, f"position {position} follows position {after}; expected {after + 1}")
+                raise Bad(
+                    position, f"position {position} follows position {after}; expected {after + 1}"
+                )
             raise Bad(position, f"the range starts at position {position}, expected {after + 1}")
         if self.prev_hash is None:
             self.prev_hash = ZERO_HASH if position == 1 else None
         if self.prev_hash is not None and prev_hash != self.prev_hash:
             what = "the previous event's hash" if self.count else "the anchor"
-            raise Bad(position, f"prev_hash {prev_hash[:16]}… does not match {what} {self.prev_hash[:16]}…")
+            raise Bad(
+                position,
+                f"prev_hash {prev_hash[:16]}… does not match {what} {self.prev_hash[:16]}…",
+            )
         if recomputed != hash_:
-            raise Bad(position, f"hash does not recompute from the canonical bytes (stored {hash_[:16]}…, computed {recomputed[:16]}…)")
+            raise Bad(
+                position,
+                f"hash does not recompute from the canonical bytes (stored {hash_[:16]}…, computed {recomputed[:16]}…)",
+            )
         last = self.versions.get(stream)
         if last is not None and version != last + 1:
             raise Bad(position, f"stream {stream} jumps from version {last} to {version}")
         if last is None and version < 1:
             raise Bad(position, f"stream {stream} has version {version} < 1")
         if recorded_at < self.last_recorded_at:
-            raise Bad(position, f"recorded_at {recorded_at} is earlier than the previous {self.last_recorded_at}")
+            raise Bad(
+                position,
+                f"recorded_at {recorded_at} is earlier than the previous {self.last_recorded_at}",
+            )
         self.versions[stream] = version
         self.last_recorded_at = recorded_at
         self.prev_hash = hash_
@@ -117,7 +138,9 @@ class ChainVerifier:
                 reason=bad.reason,
                 count=self.count,
             )
-        return Result(True, self.first, last, self.prev_hash if self.count else None, count=self.count)
+        return Result(
+            True, self.first, last, self.prev_hash if self.count else None, count=self.count
+        )
 
 
 def _shape(event: Any, lineno: int) -> tuple[int, str, int, str, str, str]:
@@ -175,10 +198,16 @@ def verify_events(
             if expect_head and p == expect_head[0]:
                 seen_head = True
                 if h != expect_head[1]:
-                    raise Bad(p, f"hash at position {p} differs from the expected head {expect_head[1][:16]}…")
+                    raise Bad(
+                        p,
+                        f"hash at position {p} differs from the expected head {expect_head[1][:16]}…",
+                    )
         if expect_head and not seen_head:
             last = v.expected_position - 1 if v.expected_position else 0
-            raise Bad(expect_head[0], f"the expected head position {expect_head[0]} is not in the bundle (it ends at {last})")
+            raise Bad(
+                expect_head[0],
+                f"the expected head position {expect_head[0]} is not in the bundle (it ends at {last})",
+            )
     except Bad as bad:
         return v.result(bad)
     if v.count == 0:
@@ -205,7 +234,9 @@ def verify_file(
         return Result(False, None, None, None, bad.position, bad.reason)
 
 
-def _tail(position: int, prev_hash: str, recorded_at: str, stream: str, type_: str, version: int) -> bytes:
+def _tail(
+    position: int, prev_hash: str, recorded_at: str, stream: str, type_: str, version: int
+) -> bytes:
     return (
         f',"position":{position},"prev_hash":"{prev_hash}","recorded_at":"{recorded_at}",'
         f'"stream":"{stream}","type":"{type_}","version":{version}}}'
@@ -230,9 +261,22 @@ def verify_rows(rows: Iterable[tuple[Any, ...]], v: ChainVerifier) -> Result:
             if m is None:
                 raise Bad(position, "canonical bytes do not end with the event's fields")
             recorded_at = m.group(1).decode()
-            if not canonical.endswith(_tail(position, prev_hex, recorded_at, stream, type_, version)):
-                raise Bad(position, "stored columns disagree with the canonical bytes (position, prev_hash, stream, type or version)")
-            v.check(position, stream, version, recorded_at, prev_hex, bytes(h).hex(), sha(canonical).hexdigest())
+            if not canonical.endswith(
+                _tail(position, prev_hex, recorded_at, stream, type_, version)
+            ):
+                raise Bad(
+                    position,
+                    "stored columns disagree with the canonical bytes (position, prev_hash, stream, type or version)",
+                )
+            v.check(
+                position,
+                stream,
+                version,
+                recorded_at,
+                prev_hex,
+                bytes(h).hex(),
+                sha(canonical).hexdigest(),
+            )
     except Bad as bad:
         return v.result(bad)
     return v.result()

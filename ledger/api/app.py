@@ -17,6 +17,10 @@ from ledger.api.deps import Context
 from ledger.api.middleware import RequestMiddleware
 from ledger.api.models import Problem
 from ledger.api.routes import admin, audit, events, health
+
+# -- tasks routers/services import here --
+# -- projections routers/services import here --
+# -- proofs routers/services import here --
 from ledger.appender import Appender
 from ledger.settings import Settings
 
@@ -26,6 +30,9 @@ log = structlog.get_logger("ledger.api")
 ROUTERS: list[Any] = [health.router, audit.router, events.router, admin.router]
 # Background services: async callables (ctx) -> awaitable cleanup, started in the lifespan.
 SERVICES: list[Any] = []
+# -- tasks: ROUTERS.append(...) / SERVICES.append(...) here --
+# -- projections: ROUTERS.append(...) / SERVICES.append(...) here --
+# -- proofs: ROUTERS.append(...) / SERVICES.append(...) here --
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

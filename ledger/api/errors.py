@@ -98,6 +98,9 @@ def install(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("request_crashed", path=request.url.path)
         return problem(
-            500, "Internal error", "an unexpected error occurred; it has been logged",
-            "internal", request.url.path,
+            500,
+            "Internal error",
+            "an unexpected error occurred; it has been logged",
+            "internal",
+            request.url.path,
         )

@@ -19,7 +19,12 @@ Scope = dict[str, Any]
 
 def _problem_bytes(status: int, title: str, detail: str, slug: str) -> bytes:
     return orjson.dumps(
-        {"type": f"https://ledger.example/problems/{slug}", "title": title, "status": status, "detail": detail}
+        {
+            "type": f"https://ledger.example/problems/{slug}",
+            "title": title,
+            "status": status,
+            "detail": detail,
+        }
     )
 
 

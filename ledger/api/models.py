@@ -38,7 +38,9 @@ class VerifyResult(BaseModel):
     head_hash: str | None
     first_bad_position: int | None
     reason: str | None
-    checked: int = Field(0, description="events hashed by this call (the rest were verified before)")
+    checked: int = Field(
+        0, description="events hashed by this call (the rest were verified before)"
+    )
 
 
 class Health(BaseModel):

