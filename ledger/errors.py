@@ -74,6 +74,12 @@ class VersionConflict(Conflict):
         self.actual = actual
 
 
+class IllegalTransition(Conflict):
+    """A task command its current status does not allow (SPEC §3); nothing is written."""
+
+    type_slug = "illegal-transition"
+
+
 class PreconditionFailed(LedgerError):
     status = 412
     title = "Precondition failed"
