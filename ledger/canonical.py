@@ -149,6 +149,18 @@ def compute_event_hash(event: dict[str, Any]) -> str:
     return event_hash_hex(canonical_bytes(event_without_hash(event)))
 
 
+def envelope_tail(
+    position: int, prev_hash: str, recorded_at: str, stream: str, type_: str, version: int
+) -> bytes:
+    """How an event's canonical bytes end: the fields after ``meta`` in RFC 8785
+    order. All ASCII without escapes (the schema's CHECKs on stream and type
+    guarantee it), so plain formatting is canonical."""
+    return (
+        f',"position":{position},"prev_hash":"{prev_hash}","recorded_at":"{recorded_at}",'
+        f'"stream":"{stream}","type":"{type_}","version":{version}}}'
+    ).encode()
+
+
 def _has_lone_surrogate(s: str) -> bool:
     try:
         s.encode("utf-8")

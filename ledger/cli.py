@@ -122,9 +122,9 @@ def cmd_export(args: Any) -> int:
         conn.autocommit = False
         with conn.cursor(name="export") as cur:
             cur.itersize = 5000
-            cur.execute(db.q("events", "events_range"), {"from": args.from_, "to": last})
-            for canonical, h in cur:
-                out.write(store.export_line(canonical, h))
+            cur.execute(db.q("events", "export_range"), {"from": args.from_, "to": last})
+            for row in cur:
+                out.write(store.export_row(*row))
         conn.rollback()
         out.flush()
         print(f"exported positions {args.from_}..{last}", file=sys.stderr)

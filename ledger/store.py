@@ -3,12 +3,14 @@ bytes (and stored hash), never from jsonb, so what is read is what was hashed.""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
 import orjson
 import psycopg
 
+from ledger.canonical import envelope_tail
 from ledger.db import q
 
 
@@ -21,6 +23,34 @@ def event_from_row(canonical: bytes, hash_: bytes) -> dict[str, Any]:
 def export_line(canonical: bytes, hash_: bytes) -> bytes:
     """One NDJSON line of the export bundle, straight from the stored bytes."""
     return b"".join((bytes(canonical[:-1]), b',"hash":"', bytes(hash_).hex().encode(), b'"}\n'))
+
+
+def export_row(
+    canonical: bytes,
+    hash_: bytes,
+    position: int,
+    stream: str,
+    version: int,
+    type_: str,
+    recorded_at: str,
+    prev_hash: bytes,
+) -> bytes:
+    """One NDJSON line of the export bundle from an ``export_range`` row.
+
+    Normally the stored bytes end with exactly what the columns hold and the
+    line is the stored bytes plus the hash. If a column was changed behind
+    the service's back (the bytes still hash right but disagree with it), the
+    line shows the column's value, so the bundle fails to verify at that
+    position instead of hiding the change; if the bytes themselves were
+    changed they are exported as they are, and their hash fails.
+    """
+    canonical = bytes(canonical)
+    tail = envelope_tail(position, bytes(prev_hash).hex(), recorded_at, stream, type_, version)
+    if not canonical.endswith(tail) and hashlib.sha256(canonical).digest() == bytes(hash_):
+        cut = canonical.rfind(b',"position":')
+        if cut > 0:
+            canonical = canonical[:cut] + tail
+    return export_line(canonical, hash_)
 
 
 def head(conn: psycopg.Connection[Any]) -> tuple[int, str]:

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import orjson
 
-from ledger.canonical import ZERO_HASH, canonical_bytes
+from ledger.canonical import ZERO_HASH, canonical_bytes, envelope_tail
 
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -204,11 +204,18 @@ def verify_events(
                     )
         if expect_head and not seen_head:
             last = v.expected_position - 1 if v.expected_position else 0
+            # A bundle that ends before the saved head lost its tail: the
+            # first missing position is the first bad one.
+            missing = last + 1 if v.count and last < expect_head[0] else expect_head[0]
             raise Bad(
-                expect_head[0],
-                f"the expected head position {expect_head[0]} is not in the bundle (it ends at {last})",
+                missing,
+                f"the expected head position {expect_head[0]} is not in the bundle "
+                f"(it ends at {last}); position {missing} is missing",
             )
     except Bad as bad:
+        if bad.position is None and v.count and v.expected_position:
+            # an unreadable line where the next event should be
+            bad.position = v.expected_position
         return v.result(bad)
     if v.count == 0:
         return Result(False, None, None, None, None, "no events to verify")
@@ -234,39 +241,46 @@ def verify_file(
         return Result(False, None, None, None, bad.position, bad.reason)
 
 
-def _tail(
-    position: int, prev_hash: str, recorded_at: str, stream: str, type_: str, version: int
-) -> bytes:
-    return (
-        f',"position":{position},"prev_hash":"{prev_hash}","recorded_at":"{recorded_at}",'
-        f'"stream":"{stream}","type":"{type_}","version":{version}}}'
-    ).encode()
+_TAIL_RE = re.compile(
+    rb',"position":(-?\d+),"prev_hash":"([^"]*)","recorded_at":"([^"]*)",'
+    rb'"stream":"([^"]*)","type":"([^"]*)","version":(-?\d+)}\Z'
+)
+_TAIL_NAMES = ("position", "prev_hash", "recorded_at", "stream", "type", "version")
 
 
-_RA_RE = re.compile(rb',"recorded_at":"([^"]{27})","stream":"[^"]*","type":"[^"]*","version":\d+}$')
+def _disagreement(canonical: bytes, columns: tuple[Any, ...]) -> str:
+    """Why a row's columns and its canonical bytes disagree, for the report."""
+    m = _TAIL_RE.search(canonical, max(0, len(canonical) - 600))
+    if m is None:
+        return "canonical bytes do not end with the event's fields"
+    wrong = [
+        f"{name} column {col!s} vs {raw.decode(errors='replace')} in the canonical bytes"
+        for name, col, raw in zip(_TAIL_NAMES, columns, m.groups(), strict=True)
+        if str(col).encode() != raw
+    ]
+    return "stored columns disagree with the canonical bytes: " + "; ".join(wrong)
 
 
 def verify_rows(rows: Iterable[tuple[Any, ...]], v: ChainVerifier) -> Result:
-    """Verify stored rows (position, stream, version, type, prev_hash, hash, canonical).
+    """Verify stored rows (position, stream, version, type, recorded_at text,
+    prev_hash, hash, canonical), as the ``verify_range`` query gives them.
 
     Besides the chain, each row's columns must agree with its canonical
     bytes: the bytes end with exactly the fields the columns hold.
     """
     sha = hashlib.sha256
     try:
-        for position, stream, version, type_, prev, h, canonical in rows:
+        for position, stream, version, type_, recorded_at, prev, h, canonical in rows:
             canonical = bytes(canonical)
             prev_hex = bytes(prev).hex()
-            m = _RA_RE.search(canonical, max(0, len(canonical) - 600))
-            if m is None:
-                raise Bad(position, "canonical bytes do not end with the event's fields")
-            recorded_at = m.group(1).decode()
             if not canonical.endswith(
-                _tail(position, prev_hex, recorded_at, stream, type_, version)
+                envelope_tail(position, prev_hex, recorded_at, stream, type_, version)
             ):
                 raise Bad(
                     position,
-                    "stored columns disagree with the canonical bytes (position, prev_hash, stream, type or version)",
+                    _disagreement(
+                        canonical, (position, prev_hex, recorded_at, stream, type_, version)
+                    ),
                 )
             v.check(
                 position,

@@ -22,7 +22,10 @@ class EventOut(BaseModel):
 class EventPage(BaseModel):
     items: list[EventOut]
     next_after: int | None = Field(
-        description="pass as ?after= for the next page; null when this page reached the head"
+        description=(
+            "pass as ?after= for the next page: the last position returned, or the "
+            "given after when no event follows it yet"
+        )
     )
 
 

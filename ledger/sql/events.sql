@@ -24,8 +24,22 @@ SELECT canonical, hash FROM events
  WHERE position BETWEEN %(from)s AND %(to)s ORDER BY position
 
 -- name: verify_range
-SELECT position, stream, version, type, prev_hash, hash, canonical FROM events
+SELECT position, stream, version, type,
+       to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       prev_hash, hash, canonical FROM events
  WHERE position BETWEEN %(from)s AND %(to)s ORDER BY position
+
+-- name: export_range
+-- The export shows what the table holds: data and meta from the canonical
+-- bytes, every other field from its column (store.export_row), so a column
+-- changed behind the service's back shows in the bundle as a bad hash.
+SELECT canonical, hash, position, stream, version, type,
+       to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       prev_hash FROM events
+ WHERE position BETWEEN %(from)s AND %(to)s ORDER BY position
+
+-- name: max_position
+SELECT coalesce(max(position), 0) FROM events
 
 -- name: event_hash_at
 SELECT hash FROM events WHERE position = %(position)s
