@@ -256,3 +256,61 @@ GRANT SELECT, UPDATE ON verify_watermark TO ledger_service;
 -- == projections (projections/) ==
 
 -- == proofs (ledger/merkle.py, ledger/checkpoints.py) ==
+
+-- The RFC 9162 tree over the event hashes (SPEC §5), kept off the append path
+-- by one leader process (ledger/checkpoints.py). Stored as C2SP-style tiles of
+-- height 8: tile (level L, idx N) holds the hashes of the perfect subtrees at
+-- tree level 8L numbered 256N .. 256N + width - 1, concatenated; leaf hashes
+-- are level 0. Nodes between tile levels are recomputed from at most 128
+-- hashes of one tile, so any proof reads O(log n) tiles. A tile only grows.
+CREATE TABLE IF NOT EXISTS merkle_tiles (
+    level  smallint NOT NULL CHECK (level >= 0),
+    idx    bigint   NOT NULL CHECK (idx >= 0),
+    width  smallint NOT NULL CHECK (width BETWEEN 1 AND 256),
+    hashes bytea    NOT NULL,
+    PRIMARY KEY (level, idx),
+    CHECK (length(hashes) = 32 * width)
+);
+
+-- How far the tree is built: leaves 0 .. size-1 are the events at positions
+-- 1 .. size; last_hash is the event hash of the last leaf (the next event's
+-- prev_hash must equal it, or the builder stops: history under the tree moved).
+CREATE TABLE IF NOT EXISTS merkle_state (
+    id         boolean     PRIMARY KEY DEFAULT true CHECK (id),
+    size       bigint      NOT NULL DEFAULT 0 CHECK (size >= 0),
+    root       bytea       NOT NULL DEFAULT sha256(''::bytea) CHECK (length(root) = 32),
+    last_hash  bytea       NOT NULL DEFAULT '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea
+               CHECK (length(last_hash) = 32),
+    halted     text,
+    updated_at timestamptz
+);
+INSERT INTO merkle_state (id) VALUES (true) ON CONFLICT DO NOTHING;
+
+-- Every signed checkpoint, kept: the full C2SP signed note and what it says.
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size      bigint      PRIMARY KEY CHECK (size >= 0),
+    root      bytea       NOT NULL CHECK (length(root) = 32),
+    key_ids   text[]      NOT NULL,
+    note      text        NOT NULL,
+    signed_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+CREATE OR REPLACE FUNCTION checkpoints_refuse_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'checkpoints are kept forever: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END $$;
+CREATE OR REPLACE TRIGGER checkpoints_no_update_delete
+    BEFORE UPDATE OR DELETE ON checkpoints
+    FOR EACH ROW EXECUTE FUNCTION checkpoints_refuse_change();
+CREATE OR REPLACE TRIGGER checkpoints_no_truncate
+    BEFORE TRUNCATE ON checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION checkpoints_refuse_change();
+ALTER TABLE checkpoints ENABLE ALWAYS TRIGGER checkpoints_no_update_delete;
+ALTER TABLE checkpoints ENABLE ALWAYS TRIGGER checkpoints_no_truncate;
+
+REVOKE ALL ON merkle_tiles, merkle_state, checkpoints FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE ON merkle_tiles TO ledger_service;
+GRANT SELECT, UPDATE ON merkle_state TO ledger_service;
+GRANT SELECT, INSERT ON checkpoints TO ledger_service;

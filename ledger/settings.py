@@ -35,3 +35,15 @@ class Settings(BaseSettings):
     lease_sweep_seconds: float = 1.0
     # Longest GET /tasks/{id}?min_position=N waits for the views (seconds).
     max_wait_seconds: float = 5.0
+    # -- proofs and signed checkpoints (SPEC §5) --
+    # The checkpoint's origin line; also the name given to a key generated here.
+    origin: str = "ledger.example/audit-ledger"
+    # Ed25519 signing key in signed-note form (mode 0600); unset: <home>/signing.key,
+    # generated on first start.
+    signing_key_file: Path | None = None
+    # While events arrive, a signed checkpoint follows at most this long after them.
+    checkpoint_interval_seconds: float = 1.0
+    # The tree builder wakes on NOTIFY, and polls this often besides (seconds).
+    tree_poll_seconds: float = 0.25
+    # GET /audit/checkpoint waits this long for a fresh one when the head is ahead.
+    checkpoint_wait_seconds: float = 2.0

@@ -17,11 +17,13 @@ from ledger.api.deps import Context
 from ledger.api.middleware import RequestMiddleware
 from ledger.api.models import Problem
 from ledger.api.routes import admin, audit, events, health
+from ledger.api.routes.proofs import router as proofs_router
 
 # -- tasks routers/services import here --
 # -- projections routers/services import here --
 # -- proofs routers/services import here --
 from ledger.appender import Appender
+from ledger.checkpoints import start_service as start_checkpoints
 from ledger.settings import Settings
 
 log = structlog.get_logger("ledger.api")
@@ -33,6 +35,8 @@ SERVICES: list[Any] = []
 # -- tasks: ROUTERS.append(...) / SERVICES.append(...) here --
 # -- projections: ROUTERS.append(...) / SERVICES.append(...) here --
 # -- proofs: ROUTERS.append(...) / SERVICES.append(...) here --
+ROUTERS.append(proofs_router)
+SERVICES.append(start_checkpoints)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

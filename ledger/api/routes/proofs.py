@@ -1,0 +1,136 @@
+"""Signed checkpoints and Merkle proofs (SPEC §5)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
+
+from ledger import errors, store, tree
+from ledger.api.deps import Caller, Context, Ctx, Principal, require
+from ledger.checkpoints import KeyHolder
+from ledger.db import q
+
+router = APIRouter(tags=["proofs"])
+Auditor = Annotated[Principal, Depends(require("auditor", "officer"))]
+NOTE = "text/plain; charset=utf-8"
+
+
+class InclusionProof(BaseModel):
+    leaf_index: int = Field(description="position - 1")
+    tree_size: int
+    hashes: list[str] = Field(description="RFC 9162 §2.1.3 inclusion path, hex, bottom up")
+
+
+class ConsistencyProof(BaseModel):
+    from_: int = Field(alias="from", serialization_alias="from")
+    to: int
+    hashes: list[str] = Field(description="RFC 9162 §2.1.4 consistency proof, hex")
+
+
+class CheckpointOut(BaseModel):
+    tree_size: int
+    root: str = Field(description="hex")
+    key_ids: list[str]
+    signed_at: str
+    note: str = Field(description="the C2SP signed note, as GET /audit/checkpoint serves it")
+
+
+class CheckpointPage(BaseModel):
+    items: list[CheckpointOut]
+    next_after: int = Field(description="pass as ?after= for the next page")
+
+
+def _cache(ctx: Context) -> tree.TileCache:
+    cache: tree.TileCache = ctx.extras.setdefault("tile_cache", tree.TileCache())
+    return cache
+
+
+def _out(row: Any) -> dict[str, Any]:
+    size, root, key_ids, text, signed_at = row
+    return {
+        "tree_size": size,
+        "root": bytes(root).hex(),
+        "key_ids": list(key_ids),
+        "signed_at": signed_at.isoformat(),
+        "note": text,
+    }
+
+
+@router.get(
+    "/audit/checkpoint",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {NOTE: {}}, "description": "a C2SP signed-note checkpoint"}},
+)
+async def latest_checkpoint(ctx: Ctx, _: Caller) -> PlainTextResponse:
+    """The latest signed checkpoint. When the ledger's head is ahead of it, a
+    fresh one is asked for and awaited (bounded)."""
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(q("proofs", "latest_checkpoint"))
+        row = await cur.fetchone()
+        head, _h = await store.head_async(conn)
+        if row is None or row[0] < head:
+            await conn.execute(q("proofs", "want_checkpoint"))
+            deadline = time.monotonic() + ctx.settings.checkpoint_wait_seconds
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+                cur = await conn.execute(q("proofs", "latest_checkpoint"))
+                row = await cur.fetchone() or row
+                if row is not None and row[0] >= head:
+                    break
+    if row is None:
+        raise errors.Unavailable("no checkpoint has been signed yet; ask again shortly")
+    return PlainTextResponse(row[3], media_type=NOTE, headers={"X-Ledger-Tree-Size": str(row[0])})
+
+
+@router.get("/audit/checkpoints", response_model=CheckpointPage)
+async def list_checkpoints(
+    ctx: Ctx,
+    _: Caller,
+    after: Annotated[int, Query(ge=-1, description="checkpoints of tree sizes above this")] = -1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(q("proofs", "checkpoints_after"), {"after": after, "limit": limit})
+        items = [_out(r) for r in await cur.fetchall()]
+    return {"items": items, "next_after": items[-1]["tree_size"] if items else after}
+
+
+@router.get(
+    "/audit/public-key",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {NOTE: {}}, "description": "<name>+<hex key id>+<base64 key>"}},
+)
+async def public_key(ctx: Ctx, _: Caller) -> PlainTextResponse:
+    keys: KeyHolder = ctx.extras["signing_keys"]
+    return PlainTextResponse(keys.get().verifier.vkey + "\n", media_type=NOTE)
+
+
+@router.get("/audit/proof/inclusion", response_model=InclusionProof)
+async def inclusion_proof(
+    ctx: Ctx,
+    _: Auditor,
+    position: Annotated[int, Query(ge=1)],
+    tree_size: Annotated[int, Query(ge=1)],
+) -> dict[str, Any]:
+    async with ctx.pool.connection() as conn:
+        hashes = await tree.inclusion_async(conn, _cache(ctx), position, tree_size)
+    return {"leaf_index": position - 1, "tree_size": tree_size, "hashes": [h.hex() for h in hashes]}
+
+
+@router.get(
+    "/audit/proof/consistency", response_model=ConsistencyProof, response_model_by_alias=True
+)
+async def consistency_proof(
+    ctx: Ctx,
+    _: Auditor,
+    from_: Annotated[int, Query(alias="from", ge=1)],
+    to: Annotated[int, Query(ge=1)],
+) -> dict[str, Any]:
+    async with ctx.pool.connection() as conn:
+        hashes = await tree.consistency_async(conn, _cache(ctx), from_, to)
+    return {"from": from_, "to": to, "hashes": [h.hex() for h in hashes]}

@@ -1,0 +1,317 @@
+"""The tree builder and checkpoint signer: one leader across every process.
+
+Each API process starts :func:`start_service` (registered in SERVICES). It
+loads the signing key (refusing one that group or others can read) and runs
+a thread that tries to become the leader with ``pg_try_advisory_lock`` on a
+dedicated connection; the others stand by and retry. The leader LISTENs on
+``ledger_events`` (and polls), extends the stored tree (``ledger/tree.py``)
+and signs a C2SP checkpoint whenever the tree grew and the last one is at
+least ``checkpoint_interval_seconds`` old, or at once when
+``ledger_checkpoint_wanted`` is notified. Nothing here is on the append path.
+
+Key rotation: the first key signs without ceremony. A key that is not the
+one that signed the latest checkpoint is first announced by a
+``SigningKeyAnnounced`` event on stream ``signing-<hex key id>``; the first
+checkpoint covering that event is signed by the new key and, when it is
+still at hand, by the previous one. A running leader notices a replaced key
+file and rotates; ``ledger signing-key rotate`` replaces it, keeping the old
+key beside it as ``<file>.<hex key id>.retired`` for that co-signature.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import structlog
+
+from ledger import db, errors, note, tree
+from ledger.appender import Command, NewEvent, append_sync
+from ledger.db import q
+from ledger.settings import Settings
+
+log = structlog.get_logger("ledger.checkpoints")
+
+LEADER_LOCK = 0x1ED6E6  # advisory lock id held by the tree builder's leader
+WANT_CHANNEL = "ledger_checkpoint_wanted"
+ANNOUNCED_TYPE = "SigningKeyAnnounced"
+EXTEND_CHUNK = 50_000
+
+
+def key_path(settings: Settings) -> Path:
+    return settings.signing_key_file or settings.home / "signing.key"
+
+
+def retired_path(path: Path, key_id: bytes) -> Path:
+    return path.with_name(f"{path.name}.{key_id.hex()}.retired")
+
+
+class KeyHolder:
+    """The signing key from its file, reloaded when the file is replaced."""
+
+    def __init__(self, path: Path, name: str, *, create: bool = True) -> None:
+        self.path = path
+        if create:
+            self.signer, created = note.load_or_create(path, name)
+            if created:
+                log.info("signing_key_created", path=str(path), vkey=self.signer.verifier.vkey)
+        else:
+            self.signer = note.load_key_file(path)
+        self._stamp = self._stat()
+
+    def _stat(self) -> tuple[int, int]:
+        st = os.stat(self.path)
+        return st.st_ino, st.st_mtime_ns
+
+    def get(self) -> note.Signer:
+        with contextlib.suppress(FileNotFoundError):
+            stamp = self._stat()
+            if stamp != self._stamp:
+                self.signer = note.load_key_file(self.path)
+                self._stamp = stamp
+        return self.signer
+
+
+def rotate_key_file(path: Path, name: str) -> tuple[note.Signer, note.Signer]:
+    """Replace the key at ``path`` with a new one; the old one is kept beside it
+    (``<file>.<hex key id>.retired``). Returns (old, new)."""
+    old = note.load_key_file(path)
+    new = note.Signer.generate(name)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, (new.skey() + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    retired = retired_path(path, old.verifier.key_id)
+    if not retired.exists():
+        os.link(path, retired)
+    os.replace(tmp, path)
+    return old, new
+
+
+def service_meta() -> dict[str, Any]:
+    return {
+        "actor": "service",
+        "role": "service",
+        "request_id": f"checkpoints-{uuid.uuid4().hex[:12]}",
+    }
+
+
+def announcement_command(signer: note.Signer, origin: str, previous: str | None) -> Command:
+    v = signer.verifier
+    data = {"name": v.name, "key_id": v.key_id.hex(), "vkey": v.vkey, "origin": origin}
+    if previous:
+        data["previous_vkey"] = previous
+    return Command(
+        stream=f"signing-{v.key_id.hex()}",
+        events=[NewEvent(ANNOUNCED_TYPE, data)],
+        meta=service_meta(),
+        expected_version=0,
+    )
+
+
+def announced_keys(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """vkey -> position of its announcement."""
+    out: dict[str, int] = {}
+    for canonical, _h in conn.execute(q("proofs", "key_announcements")).fetchall():
+        event = orjson.loads(bytes(canonical))
+        out.setdefault(str(event["data"]["vkey"]), int(event["position"]))
+    conn.rollback()
+    return out
+
+
+@dataclass(slots=True)
+class Latest:
+    size: int
+    key_ids: list[str]
+    at: float  # monotonic time it was signed by this leader (0: before it started)
+
+
+class Leader:
+    """The leader's work on its own connection: extend, announce, sign."""
+
+    def __init__(self, conn: psycopg.Connection[Any], settings: Settings, keys: KeyHolder):
+        self.conn = conn
+        self.settings = settings
+        self.keys = keys
+        self.builder = tree.Builder(conn)
+        self.signer = keys.get()
+        self.cosigner: note.Signer | None = None
+        # the position the current key's announcement must be covered by, if any
+        self.announced_at = 0
+        row = conn.execute(q("proofs", "latest_checkpoint")).fetchone()
+        conn.rollback()
+        self.latest: Latest | None = Latest(int(row[0]), list(row[2]), 0.0) if row else None
+        if self.latest and self.signer.verifier.key_id.hex() not in self.latest.key_ids:
+            previous = self._retired(self.latest.key_ids)
+            self._rotate_to(self.signer, previous)
+
+    def _retired(self, key_ids: list[str]) -> note.Signer | None:
+        for kid in key_ids:
+            path = retired_path(self.keys.path, bytes.fromhex(kid))
+            if path.exists():
+                return note.load_key_file(path)
+        return None
+
+    def _rotate_to(self, new: note.Signer, previous: note.Signer | None) -> None:
+        vkeys = announced_keys(self.conn)
+        position = vkeys.get(new.verifier.vkey)
+        if position is None:
+            prev_vkey = previous.verifier.vkey if previous else None
+            (res,) = append_sync(
+                self.conn, [announcement_command(new, self.settings.origin, prev_vkey)]
+            )
+            self.conn.commit()
+            if isinstance(res, errors.VersionConflict):
+                position = announced_keys(self.conn)[new.verifier.vkey]
+            elif isinstance(res, errors.LedgerError):
+                raise res
+            else:
+                position = res[0].position
+            log.info("signing_key_announced", vkey=new.verifier.vkey, position=position)
+        self.signer, self.cosigner, self.announced_at = new, previous, position
+
+    def step(self, urgent: bool) -> bool:
+        """Extend the tree and sign if due. True when a checkpoint was signed."""
+        current = self.keys.get()
+        if current.verifier != self.signer.verifier:
+            self._rotate_to(current, self.signer)
+            urgent = True
+        while self.builder.extend(EXTEND_CHUNK) == EXTEND_CHUNK:
+            pass
+        size = self.builder.size
+        if self.latest is not None and size <= self.latest.size:
+            return False
+        if size < self.announced_at:
+            return False  # a new key signs nothing before its announcement is covered
+        due = self.latest is None or (
+            time.monotonic() - self.latest.at >= self.settings.checkpoint_interval_seconds
+        )
+        if not (urgent or due):
+            return False
+        self.sign(size, self.builder.root)
+        return True
+
+    def next_due(self) -> float:
+        """Seconds until a pending checkpoint is due (or a long time)."""
+        if self.latest is None or self.builder.size <= self.latest.size:
+            return 3600.0
+        return max(
+            0.0, self.latest.at + self.settings.checkpoint_interval_seconds - time.monotonic()
+        )
+
+    def sign(self, size: int, root: bytes) -> None:
+        signers = [self.signer] + ([self.cosigner] if self.cosigner else [])
+        cp = note.Checkpoint(self.settings.origin, size, root)
+        text = note.sign_checkpoint(cp, *signers)
+        key_ids = [s.verifier.key_id.hex() for s in signers]
+        self.conn.execute(
+            q("proofs", "insert_checkpoint"),
+            {"size": size, "root": root, "key_ids": key_ids, "note": text},
+        )
+        self.conn.commit()
+        self.latest = Latest(size, key_ids, time.monotonic())
+        if self.cosigner and size >= self.announced_at:
+            self.cosigner = None  # the old key has vouched for the announcement
+        log.info("checkpoint_signed", tree_size=size, key_ids=key_ids)
+
+
+class CheckpointService:
+    """A thread that becomes the leader when it can and works while it is."""
+
+    def __init__(self, url: str, settings: Settings, keys: KeyHolder) -> None:
+        self.url = url
+        self.settings = settings
+        self.keys = keys
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="ledger-checkpoints", daemon=True)
+        self.is_leader = False
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        self.thread.join(timeout)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self.url, autocommit=True)
+        db.session_setup(self.settings.db_role)(conn)
+        conn.autocommit = True
+        return conn
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                with self._connect() as lock_conn:
+                    row = lock_conn.execute(
+                        q("proofs", "leader_lock"), {"key": LEADER_LOCK}
+                    ).fetchone()
+                    if not (row and row[0]):
+                        lock_conn.close()
+                        self.stopping.wait(2.0)
+                        continue
+                    lock_conn.execute("LISTEN ledger_events")
+                    lock_conn.execute("LISTEN ledger_checkpoint_wanted")
+                    with psycopg.connect(self.url) as work:
+                        db.session_setup(self.settings.db_role)(work)
+                        self._lead(lock_conn, work)
+            except tree.TreeHalted as exc:
+                log.error("tree_halted", reason=exc.detail)
+                self.stopping.wait(5.0)
+            except (psycopg.Error, OSError) as exc:
+                if not self.stopping.is_set():
+                    log.warning("checkpoint_leader_lost", error=str(exc))
+                    self.stopping.wait(1.0)
+            except Exception:
+                log.exception("checkpoint_service_crashed")
+                self.stopping.wait(5.0)
+            finally:
+                self.is_leader = False
+
+    def _lead(self, lock_conn: psycopg.Connection[Any], work: psycopg.Connection[Any]) -> None:
+        leader = Leader(work, self.settings, self.keys)
+        self.is_leader = True
+        log.info("checkpoint_leader_elected", tree_size=leader.builder.size)
+        urgent = True
+        while not self.stopping.is_set():
+            leader.step(urgent)
+            urgent = False
+            wait = min(self.settings.tree_poll_seconds, leader.next_due())
+            for n in lock_conn.notifies(timeout=max(wait, 0.01), stop_after=1):
+                if n.channel == WANT_CHANNEL:
+                    urgent = True
+
+
+def load_keys(settings: Settings) -> KeyHolder:
+    return KeyHolder(key_path(settings), settings.origin)
+
+
+async def start_service(ctx: Any) -> Any:
+    """SERVICES entry: refuse to start on an unsafe key, then run the leader thread."""
+    keys = load_keys(ctx.settings)
+    ctx.extras["signing_keys"] = keys
+    service = CheckpointService(ctx.url, ctx.settings, keys)
+    service.start()
+    ctx.extras["checkpoint_service"] = service
+
+    async def stop() -> None:
+        import asyncio
+
+        service.stopping.set()
+        with contextlib.suppress(Exception):
+            async with ctx.pool.connection() as conn:
+                await conn.execute(q("proofs", "want_checkpoint"))
+        await asyncio.to_thread(service.stop)
+
+    return stop

@@ -1,0 +1,187 @@
+"""Signed checkpoints and proofs served by the running service (SPEC §5)."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from ledger import merkle, note
+from ledger.appender import Command, NewEvent, append_sync
+from ledger.settings import Settings
+from tests.conftest import auth
+
+ORIGIN = "ledger.example/test"
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    return tmp_path / "keys" / "signing.key"
+
+
+@pytest.fixture
+def settings(db_url: str, key_file: Path) -> Settings:
+    """The shared settings, plus a signing key of the test's own and fast checkpoints."""
+    return Settings(
+        database_url=db_url,
+        log_format="json",
+        log_level="warning",
+        origin=ORIGIN,
+        signing_key_file=key_file,
+        checkpoint_interval_seconds=0.1,
+        tree_poll_seconds=0.05,
+    )
+
+
+def append_events(conn: psycopg.Connection[Any], n: int, stream: str = "bulk-1") -> None:
+    meta = {"actor": "tester", "role": "admin", "request_id": "test"}
+    done = 0
+    while done < n:
+        k = min(500, n - done)
+        cmd = Command(stream, [NewEvent("Noted", {"i": done + j}) for j in range(k)], meta)
+        (res,) = append_sync(conn, [cmd])
+        assert isinstance(res, list), res
+        done += k
+
+
+def event_hashes(conn: psycopg.Connection[Any]) -> list[bytes]:
+    return [bytes(h) for (h,) in conn.execute("SELECT hash FROM events ORDER BY position")]
+
+
+def wait_for_checkpoint(client: Any, key: str, size: int) -> str:
+    """The latest signed note once it covers ``size`` events (bounded wait)."""
+    deadline = time.monotonic() + 30
+    while True:
+        r = client.get("/audit/checkpoint", headers=auth(key))
+        if r.status_code == 200 and int(r.headers["x-ledger-tree-size"]) >= size:
+            return str(r.text)
+        assert time.monotonic() < deadline, f"no checkpoint of size {size}: {r.status_code}"
+        time.sleep(0.05)
+
+
+def vkey(client: Any, key: str) -> note.Verifier:
+    r = client.get("/audit/public-key", headers=auth(key))
+    assert r.status_code == 200
+    return note.Verifier.parse(r.text)
+
+
+def test_checkpoint_is_a_signed_note_over_the_events(
+    client: Any, keyring: dict[str, str], service_conn: psycopg.Connection[Any]
+) -> None:
+    append_events(service_conn, 20)
+    hashes = event_hashes(service_conn)
+    text = wait_for_checkpoint(client, keyring["agent"], len(hashes))
+    v = vkey(client, keyring["agent"])
+    assert v.name == ORIGIN
+    cp, good = note.open_checkpoint(text, [v], origin=ORIGIN)
+    assert good == [v]
+    assert cp.size == len(hashes) == 25
+    assert cp.root == merkle.root(hashes)
+    lines = text.split("\n")
+    assert lines[:3] == [ORIGIN, "25", base64.b64encode(cp.root).decode()]
+    assert lines[3] == "" and lines[4].startswith(f"— {ORIGIN} ")
+    # every checkpoint is kept, oldest first, paged by tree size
+    r = client.get("/audit/checkpoints", params={"limit": 1000}, headers=auth(keyring["agent"]))
+    items = r.json()["items"]
+    assert items[-1]["tree_size"] == 25 and items[-1]["note"] == text
+    sizes = [i["tree_size"] for i in items]
+    assert sizes == sorted(set(sizes))
+    r = client.get(
+        "/audit/checkpoints", params={"after": sizes[-1]}, headers=auth(keyring["agent"])
+    )
+    assert r.json() == {"items": [], "next_after": sizes[-1]}
+    for item in items:
+        old, _ = note.open_checkpoint(item["note"], [v])
+        assert old.root == merkle.root(hashes[: old.size])
+
+
+def test_proof_endpoints_refuse_out_of_range_sizes(
+    client: Any, keyring: dict[str, str], service_conn: psycopg.Connection[Any]
+) -> None:
+    wait_for_checkpoint(client, keyring["auditor"], 5)
+    a = auth(keyring["auditor"])
+    cases = [
+        ("/audit/proof/inclusion", {"position": 6, "tree_size": 5}),
+        ("/audit/proof/inclusion", {"position": 0, "tree_size": 5}),
+        ("/audit/proof/inclusion", {"position": 1, "tree_size": 99}),
+        ("/audit/proof/consistency", {"from": 4, "to": 3}),
+        ("/audit/proof/consistency", {"from": 1, "to": 99}),
+        ("/audit/proof/consistency", {"from": 0, "to": 3}),
+    ]
+    for path, params in cases:
+        r = client.get(path, params=params, headers=a)
+        assert r.status_code == 422, (path, params, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    r = client.get("/audit/proof/inclusion", params={"position": 1, "tree_size": 99}, headers=a)
+    assert r.json()["tree_size"] == 5  # says how far the tree is built
+    # agents may not ask for proofs; officers may
+    params = {"position": 1, "tree_size": 5}
+    r = client.get("/audit/proof/inclusion", params=params, headers=auth(keyring["agent"]))
+    assert r.status_code == 403
+    r = client.get("/audit/proof/inclusion", params=params, headers=auth(keyring["officer"]))
+    assert r.status_code == 200
+
+
+def _flip(proof: list[bytes], j: int, bit: int) -> list[bytes]:
+    out = list(proof)
+    b = bytearray(out[j])
+    b[bit // 8] ^= 1 << (bit % 8)
+    out[j] = bytes(b)
+    return out
+
+
+def test_service_proofs_verify_and_any_flipped_hash_fails(
+    client: Any, keyring: dict[str, str], service_conn: psycopg.Connection[Any]
+) -> None:
+    append_events(service_conn, 595)  # 600 leaves: tiles of level 0 and 1, partial ones
+    leaves = [merkle.leaf_hash(h) for h in event_hashes(service_conn)]
+    n_max = len(leaves)
+    wait_for_checkpoint(client, keyring["auditor"], n_max)
+    a = auth(keyring["auditor"])
+    roots: dict[int, bytes] = {}
+
+    def root(n: int) -> bytes:
+        if n not in roots:
+            roots[n] = merkle.root_of_leaf_hashes(leaves[:n])
+        return roots[n]
+
+    @hsettings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(data=st.data())
+    def check(data: st.DataObject) -> None:
+        n = data.draw(st.integers(1, n_max), label="n")
+        m = data.draw(st.integers(1, n), label="m")
+        pos = data.draw(st.integers(1, m), label="position")
+        r = client.get(
+            "/audit/proof/inclusion", params={"position": pos, "tree_size": m}, headers=a
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["leaf_index"] == pos - 1 and body["tree_size"] == m
+        inc = [bytes.fromhex(h) for h in body["hashes"]]
+        merkle.verify_inclusion(pos - 1, m, leaves[pos - 1], inc, root(m))
+        r = client.get("/audit/proof/consistency", params={"from": m, "to": n}, headers=a)
+        assert r.status_code == 200, r.text
+        assert r.json()["from"] == m and r.json()["to"] == n
+        con = [bytes.fromhex(h) for h in r.json()["hashes"]]
+        merkle.verify_consistency(m, n, root(m), root(n), con)
+        for j in range(len(inc)):
+            bad = _flip(inc, j, data.draw(st.integers(0, 255)))
+            with pytest.raises(merkle.ProofError):
+                merkle.verify_inclusion(pos - 1, m, leaves[pos - 1], bad, root(m))
+        for j in range(len(con)):
+            bad = _flip(con, j, data.draw(st.integers(0, 255)))
+            with pytest.raises(merkle.ProofError):
+                merkle.verify_consistency(m, n, root(m), root(n), bad)
+
+    check()
