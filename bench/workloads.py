@@ -1,0 +1,874 @@
+"""The workloads: ours and the comparators, each in the same run.
+
+Every function takes the :class:`Bench` (server, sizes, the shared big
+ledger) and returns rows, one per system, with one sample per repetition.
+A feature that has not been built yet gives a row marked ``n/a (not
+built)``; a workload that fails gives a row marked with the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench import ledgerdata, servers
+from bench.pg import Server, libpq_params
+from bench.results import NOT_BUILT, Row, percentile
+from ledger import db, errors, keys
+from ledger.appender import Appender, Command, NewEvent, append_sync
+from ledger.verify import ChainVerifier, verify_file, verify_rows
+
+PAYLOAD = {"symbol": "AAPL", "quantity": 250}
+SUBMIT_BODY = '{"task_type": "position_check", "payload": {"symbol": "AAPL", "quantity": 250}}'
+
+
+@dataclass(slots=True)
+class Config:
+    mode: str  # full | quick | tiny
+    reps: int = 3
+    http_seconds: float = 5.0
+    http_warmup: float = 1.0
+    append_seconds: float = 3.0
+    append_warmup: float = 0.3
+    writers: tuple[int, ...] = (1, 8, 64)
+    batch_writers: int = 8
+    batch_size: int = 50
+    connections: int = 64
+    workers: int = 1
+    big_events: int = 1_000_000
+    copy_rows: int = 200_000
+    scale_events: int = 10_000_000
+    scale: bool = False
+    replay_requests: int = 200
+
+    @classmethod
+    def for_mode(cls, mode: str, *, scale: bool = False) -> Config:
+        if mode == "quick":
+            return cls(
+                mode,
+                http_seconds=1.5,
+                http_warmup=0.5,
+                append_seconds=1.0,
+                append_warmup=0.2,
+                big_events=100_000,
+                copy_rows=50_000,
+                scale_events=1_000_000,
+                scale=scale,
+                replay_requests=100,
+            )
+        if mode == "tiny":
+            return cls(
+                mode,
+                http_seconds=0.3,
+                http_warmup=0.1,
+                append_seconds=0.3,
+                append_warmup=0.05,
+                writers=(1, 8),
+                batch_writers=2,
+                connections=8,
+                big_events=3_000,
+                copy_rows=3_000,
+                scale_events=5_000,
+                scale=scale,
+                replay_requests=20,
+            )
+        return cls(mode, scale=scale)
+
+
+class Bench:
+    def __init__(self, server: Server, config: Config) -> None:
+        self.server = server
+        self.config = config
+        self._stack = contextlib.ExitStack()
+        self._big: str | None = None
+        self.notes: list[str] = []
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def big_ledger(self) -> str:
+        """The ledger of ``big_events`` task events shared by the read workloads."""
+        if self._big is None:
+            url = self._stack.enter_context(self.server.database("big"))
+            t0 = time.perf_counter()
+            ledgerdata.build(url, self.config.big_events)
+            took = time.perf_counter() - t0
+            self.notes.append(
+                f"The {self.config.big_events:,}-event ledger was built in {took:.1f} s "
+                f"({self.config.big_events / took:,.0f} events/s): task histories chained in "
+                "Python (RFC 8785 bytes, SHA-256) and loaded with one COPY, then the head row moved."
+            )
+            self._big = url
+        return self._big
+
+
+def _meta(n: int) -> dict[str, Any]:
+    return {"actor": "agent-1", "role": "agent", "request_id": f"bench-{n}"}
+
+
+def make_key(url: str, name: str, role: str) -> str:
+    with psycopg.connect(url, autocommit=True) as conn:
+        db.session_setup("ledger_service")(conn)
+        conn.autocommit = True
+        key, cmd = keys.create_command(
+            name, role, {"actor": "operator", "role": "admin", "request_id": "bench"}
+        )
+        (res,) = append_sync(conn, [cmd])
+        if isinstance(res, errors.LedgerError):
+            raise res
+    return key
+
+
+def xact_commits(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+
+# ---------------------------------------------------------------- HTTP submit
+
+
+def _http_rows(
+    b: Bench, key: str, system: str, factory: str, env: dict[str, str], url: str | None
+) -> Row:
+    """Serve ``factory`` with uvicorn and drive it with the load generator."""
+    c = b.config
+    row = Row(key, "HTTP submit, 64 connections", system, "req/s")
+    row.workload = f"HTTP submit, {c.connections} connections, {c.workers} worker(s)"
+    with servers.uvicorn(factory, env, c.workers) as port:
+        spec: dict[str, Any] = {
+            "port": port,
+            "method": "POST",
+            "path": "/tasks",
+            "body": SUBMIT_BODY,
+            "headers": {},
+            "connections": c.connections,
+            "seconds": c.http_seconds,
+            "warmup": c.http_warmup,
+        }
+        if key == "http.ledger":
+            assert url is not None
+            if ("POST", "/tasks") in servers.routes(port):
+                spec["headers"] = {
+                    "Authorization": f"Bearer {make_key(url, 'bench-agent', 'agent')}"
+                }
+                row.note = "POST /tasks"
+            else:
+                admin = make_key(url, "bench-admin", "admin")
+                spec["headers"] = {"Authorization": f"Bearer {admin}"}
+                spec["path"] = "/admin/keys"
+                spec["body"] = '{"name": "bench-{n}", "role": "agent"}'
+                row.note = "stand-in: POST /admin/keys (POST /tasks not built yet)"
+        before = xact_commits(url) if url else 0
+        total = 0
+        for _ in range(c.reps):
+            r = servers.load(spec)
+            if r["requests"] == 0:
+                raise RuntimeError(f"no request succeeded: {r['statuses']} {r['errors']}")
+            if r["non_2xx"]:
+                row.note += f" ({r['non_2xx']} non-2xx: {r['statuses']})"
+            row.samples.append(r["per_second"])
+            row.p50_ms.append(r["p50_ms"])
+            row.p99_ms.append(r["p99_ms"])
+            total += r["total"]
+    if url:
+        time.sleep(0.6)  # closed connections flush their statistics
+        row.commits_per_event = (xact_commits(url) - before - 1) / max(1, total)
+    return row
+
+
+def http_submit(b: Bench) -> list[Row]:
+    c = b.config
+    rows: list[Row] = []
+    env_common = {"LEDGER_LOG_LEVEL": "warning", "LEDGER_LOG_FORMAT": "json"}
+    with b.server.database("http_ledger") as url:
+        rows.append(
+            _guard(
+                "http.ledger",
+                "HTTP submit",
+                "ledger",
+                lambda: _http_rows(
+                    b,
+                    "http.ledger",
+                    "ledger",
+                    "ledger.api.app:create_app",
+                    {**env_common, "LEDGER_DATABASE_URL": url},
+                    url,
+                ),
+            )
+        )
+    with b.server.database("http_orch", schema=False) as url:
+        rows.append(
+            _guard(
+                "http.original",
+                "HTTP submit",
+                "original design (SQLAlchemy, commit per request)",
+                lambda: _http_rows(
+                    b,
+                    "http.original",
+                    "original design (SQLAlchemy, commit per request)",
+                    "bench.apps:orchestrator_app",
+                    {"BENCH_DATABASE_URL": url},
+                    url,
+                ),
+            )
+        )
+    rows.append(
+        _guard(
+            "http.floor",
+            "HTTP submit",
+            "HTTP floor (no database)",
+            lambda: _http_rows(
+                b, "http.floor", "HTTP floor (no database)", "bench.apps:floor_app", {}, None
+            ),
+        )
+    )
+    for r in rows:
+        r.workload = f"HTTP submit, {c.connections} conns, {c.workers} worker(s)"
+    return rows
+
+
+# ------------------------------------------------------- in-process appends
+
+
+def _task_command(n: int, size: int) -> Command:
+    events = [NewEvent("TaskSubmitted", {"task_type": "position_check", "payload": PAYLOAD})]
+    events += [
+        NewEvent("TaskStepRecorded", {"kind": "note", "content": f"step {i}"})
+        for i in range(1, size)
+    ]
+    return Command(f"task-{uuid.uuid4()}", events, _meta(n), expected_version=0)
+
+
+async def _ours(url: str, writers: int, size: int, seconds: float, warmup: float) -> dict[str, Any]:
+    appender = Appender(url)
+    await appender.start()
+    lat: list[float] = []
+    done = 0
+    start = time.perf_counter()
+    warm_until = start + warmup
+    deadline = warm_until + seconds
+    last = warm_until
+    batches0 = appended0 = 0
+
+    async def writer(w: int) -> None:
+        nonlocal done, last, batches0, appended0
+        n = 0
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= deadline:
+                return
+            if t0 >= warm_until and not batches0:
+                batches0, appended0 = appender.batches or -1, appender.appended
+            n += 1
+            await appender.append(_task_command(w * 1_000_000 + n, size))
+            t1 = time.perf_counter()
+            if t0 >= warm_until:
+                lat.append(t1 - t0)
+                done += size
+                last = max(last, t1)
+
+    try:
+        await asyncio.gather(*(writer(w) for w in range(writers)))
+    finally:
+        await appender.close()
+    elapsed = last - warm_until
+    lat.sort()
+    batches = appender.batches - max(0, batches0)
+    appended = appender.appended - appended0
+    return {
+        "per_second": done / elapsed if elapsed > 0 else 0.0,
+        "p50_ms": percentile(lat, 0.5) * 1000,
+        "p99_ms": percentile(lat, 0.99) * 1000,
+        "commits_per_event": batches / appended if appended else None,
+    }
+
+
+async def _plain_insert(url: str, writers: int, seconds: float, warmup: float) -> dict[str, Any]:
+    conns = [await psycopg.AsyncConnection.connect(url, autocommit=True) for _ in range(writers)]
+    lat: list[float] = []
+    done = 0
+    start = time.perf_counter()
+    warm_until = start + warmup
+    deadline = warm_until + seconds
+    last = warm_until
+    body = (
+        '{"data": {"task_type": "position_check", "payload": {"symbol": "AAPL", "quantity": 250}}}'
+    )
+
+    async def writer(conn: psycopg.AsyncConnection[Any]) -> None:
+        nonlocal done, last
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= deadline:
+                return
+            await conn.execute(
+                "INSERT INTO plain_events (stream, type, body) VALUES (%s, %s, %s)",
+                (f"task-{uuid.uuid4()}", "TaskSubmitted", body),
+            )
+            t1 = time.perf_counter()
+            if t0 >= warm_until:
+                lat.append(t1 - t0)
+                done += 1
+                last = max(last, t1)
+
+    try:
+        await asyncio.gather(*(writer(c) for c in conns))
+    finally:
+        for conn in conns:
+            await conn.close()
+    elapsed = last - warm_until
+    lat.sort()
+    return {
+        "per_second": done / elapsed if elapsed > 0 else 0.0,
+        "p50_ms": percentile(lat, 0.5) * 1000,
+        "p99_ms": percentile(lat, 0.99) * 1000,
+    }
+
+
+PLAIN_TABLE = """
+CREATE TABLE IF NOT EXISTS plain_events (
+    id          bigserial PRIMARY KEY,
+    stream      text NOT NULL,
+    type        text NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    body        jsonb NOT NULL
+)"""
+
+
+def _eventsourcing_app(url: str, threads: int) -> Any:
+    from eventsourcing.application import Application
+
+    from bench.es_model import BenchTask
+
+    p = libpq_params(url)
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": p["dbname"],
+        "POSTGRES_HOST": p["host"],
+        "POSTGRES_PORT": str(p["port"]),
+        "POSTGRES_USER": p["user"],
+        "POSTGRES_PASSWORD": p["password"],
+        "POSTGRES_POOL_SIZE": str(threads),
+        "POSTGRES_MAX_OVERFLOW": "0",
+        "POSTGRES_MAX_WAITING": "0",
+    }
+    app = Application(env=env)
+    return app, BenchTask
+
+
+def _eventsourcing(
+    url: str, threads: int, size: int, seconds: float, warmup: float
+) -> dict[str, Any]:
+    app, task_cls = _eventsourcing_app(url, threads)
+    lat: list[list[float]] = [[] for _ in range(threads)]
+    done = [0] * threads
+    lasts = [0.0] * threads
+    start = time.perf_counter()
+    warm_until = start + warmup
+    deadline = warm_until + seconds
+    failures: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= deadline:
+                    return
+                agg = task_cls("position_check", PAYLOAD)
+                for k in range(1, size):
+                    agg.record_step("note", f"step {k}")
+                app.save(agg)
+                t1 = time.perf_counter()
+                if t0 >= warm_until:
+                    lat[i].append(t1 - t0)
+                    done[i] += size
+                    lasts[i] = max(lasts[i], t1)
+        except BaseException as exc:  # report it from the main thread
+            failures.append(exc)
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    app.close()
+    if failures:
+        raise failures[0]
+    elapsed = max(max(lasts), warm_until) - warm_until
+    all_lat = sorted(x for part in lat for x in part)
+    return {
+        "per_second": sum(done) / elapsed if elapsed > 0 else 0.0,
+        "p50_ms": percentile(all_lat, 0.5) * 1000,
+        "p99_ms": percentile(all_lat, 0.99) * 1000,
+    }
+
+
+def _reps(row: Row, reps: int, once: Callable[[], dict[str, Any]]) -> Row:
+    cpe: list[float] = []
+    for _ in range(reps):
+        r = once()
+        row.samples.append(r["per_second"])
+        if "p50_ms" in r:
+            row.p50_ms.append(r["p50_ms"])
+            row.p99_ms.append(r["p99_ms"])
+        if r.get("commits_per_event") is not None:
+            cpe.append(r["commits_per_event"])
+    if cpe:
+        row.commits_per_event = sum(cpe) / len(cpe)
+    return row
+
+
+def appends(b: Bench) -> list[Row]:
+    c = b.config
+    rows: list[Row] = []
+    for w in c.writers:
+        wl = f"append 1 event, {w} writer{'s' if w > 1 else ''}"
+        with b.server.database(f"app{w}") as url:
+            rows.append(
+                _guard(
+                    f"append{w}.ledger",
+                    wl,
+                    "ledger (Appender, group commit)",
+                    lambda url=url, w=w, wl=wl: _reps(
+                        Row(f"append{w}.ledger", wl, "ledger (Appender, group commit)", "events/s"),
+                        c.reps,
+                        lambda: asyncio.run(_ours(url, w, 1, c.append_seconds, c.append_warmup)),
+                    ),
+                )
+            )
+        with b.server.database(f"es{w}", schema=False) as url:
+            rows.append(
+                _guard(
+                    f"append{w}.eventsourcing",
+                    wl,
+                    "eventsourcing (one aggregate per save)",
+                    lambda url=url, w=w, wl=wl: _reps(
+                        Row(
+                            f"append{w}.eventsourcing",
+                            wl,
+                            "eventsourcing (one aggregate per save)",
+                            "events/s",
+                            commits_per_event=1.0,
+                        ),
+                        c.reps,
+                        lambda: _eventsourcing(url, w, 1, c.append_seconds, c.append_warmup),
+                    ),
+                )
+            )
+        with b.server.database(f"plain{w}", schema=False) as url:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(PLAIN_TABLE)
+            rows.append(
+                _guard(
+                    f"append{w}.plain",
+                    wl,
+                    "plain INSERT + commit (no chain)",
+                    lambda url=url, w=w, wl=wl: _reps(
+                        Row(
+                            f"append{w}.plain",
+                            wl,
+                            "plain INSERT + commit (no chain)",
+                            "events/s",
+                            commits_per_event=1.0,
+                        ),
+                        c.reps,
+                        lambda: asyncio.run(
+                            _plain_insert(url, w, c.append_seconds, c.append_warmup)
+                        ),
+                    ),
+                )
+            )
+    return rows
+
+
+def _copy_limit(url: str, chunks: list[bytes], n: int) -> dict[str, Any]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bare_events")
+        conn.execute(
+            "CREATE TABLE bare_events (position bigint, stream text, version bigint, type text,"
+            " recorded_at timestamptz, prev_hash bytea, hash bytea, canonical bytea)"
+        )
+        t0 = time.perf_counter()
+        with (
+            conn.transaction(),
+            conn.cursor().copy(f"COPY bare_events ({ledgerdata.EVENT_COLUMNS}) FROM STDIN") as copy,
+        ):
+            for chunk in chunks:
+                copy.write(chunk)
+        elapsed = time.perf_counter() - t0
+    return {"per_second": n / elapsed}
+
+
+def batches(b: Bench) -> list[Row]:
+    c = b.config
+    k = c.batch_size
+    wl = f"append {k} events/command, {c.batch_writers} writers"
+    rows: list[Row] = []
+    with b.server.database("batch") as url:
+        rows.append(
+            _guard(
+                "batch.ledger",
+                wl,
+                "ledger (Appender, group commit)",
+                lambda: _reps(
+                    Row("batch.ledger", wl, "ledger (Appender, group commit)", "events/s"),
+                    c.reps,
+                    lambda: asyncio.run(
+                        _ours(url, c.batch_writers, k, c.append_seconds, c.append_warmup)
+                    ),
+                ),
+            )
+        )
+    with b.server.database("esbatch", schema=False) as url:
+        rows.append(
+            _guard(
+                "batch.eventsourcing",
+                wl,
+                f"eventsourcing ({k} events per save)",
+                lambda: _reps(
+                    Row(
+                        "batch.eventsourcing",
+                        wl,
+                        f"eventsourcing ({k} events per save)",
+                        "events/s",
+                        commits_per_event=1 / k,
+                    ),
+                    c.reps,
+                    lambda: _eventsourcing(
+                        url, c.batch_writers, k, c.append_seconds, c.append_warmup
+                    ),
+                ),
+            )
+        )
+    chunks = [data for data, _ in ledgerdata.chained_rows(c.copy_rows)]
+    with b.server.database("copy", schema=False) as url:
+        rows.append(
+            _guard(
+                "batch.copy",
+                wl,
+                f"COPY into a bare table ({c.copy_rows:,} rows, write limit)",
+                lambda: _reps(
+                    Row(
+                        "batch.copy",
+                        wl,
+                        f"COPY into a bare table ({c.copy_rows:,} rows, write limit)",
+                        "events/s",
+                        commits_per_event=1 / c.copy_rows,
+                    ),
+                    c.reps,
+                    lambda: _copy_limit(url, chunks, c.copy_rows),
+                ),
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------- verification
+
+
+def _verify_server(url: str, n: int) -> dict[str, Any]:
+    """What GET /audit/verify?from=1 runs: verify_rows over a server-side cursor."""
+    t0 = time.perf_counter()
+    with psycopg.connect(url) as conn:
+        db.session_setup("ledger_service")(conn)
+        v = ChainVerifier(start=1, anchor=None)
+        with conn.cursor(name="verify") as cur:
+            cur.itersize = 10_000
+            cur.execute(db.q("events", "verify_range"), {"from": 1, "to": n})
+            result = verify_rows(cur, v)
+        conn.rollback()
+    elapsed = time.perf_counter() - t0
+    if not result.ok or result.count != n:
+        raise RuntimeError(f"verification failed: {result}")
+    return {"per_second": n / elapsed}
+
+
+def _export(url: str, path: Path) -> int:
+    from ledger import store
+
+    with psycopg.connect(url) as conn, path.open("wb") as out:
+        with conn.cursor(name="export") as cur:
+            cur.itersize = 5000
+            cur.execute(db.q("events", "events_range"), {"from": 1, "to": 2**62})
+            n = 0
+            for canonical, h in cur:
+                out.write(store.export_line(canonical, h))
+                n += 1
+        conn.rollback()
+    return n
+
+
+def _verify_offline(path: Path, n: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    with path.open("rb") as f:
+        result = verify_file(f)
+    elapsed = time.perf_counter() - t0
+    if not result.ok or result.count != n:
+        raise RuntimeError(f"offline verification failed: {result}")
+    return {"per_second": n / elapsed}
+
+
+def _read_limit(url: str, n: int) -> dict[str, Any]:
+    """COPY the same rows out and SHA-256 each event's bytes: nothing else."""
+    sha = hashlib.sha256
+    fromhex = bytes.fromhex
+    t0 = time.perf_counter()
+    count = 0
+    with psycopg.connect(url) as conn:
+        with conn.cursor().copy(
+            "COPY (SELECT position, stream, version, type, prev_hash, hash, canonical"
+            " FROM events ORDER BY position) TO STDOUT"
+        ) as copy:
+            for line in copy:
+                sha(fromhex(bytes(line).rsplit(b"\t", 1)[1][3:-1].decode())).digest()
+                count += 1
+        conn.rollback()
+    elapsed = time.perf_counter() - t0
+    if count != n:
+        raise RuntimeError(f"read {count} rows, expected {n}")
+    return {"per_second": n / elapsed}
+
+
+def verification(b: Bench) -> list[Row]:
+    c = b.config
+    n = c.big_events
+    url = b.big_ledger()
+    wl = f"verify {n:,} events"
+    rows = [
+        _guard(
+            "verify.server",
+            wl,
+            "ledger, server side (verify_rows, server-side cursor)",
+            lambda: _reps(
+                Row(
+                    "verify.server",
+                    wl,
+                    "ledger, server side (verify_rows, server-side cursor)",
+                    "events/s",
+                ),
+                c.reps,
+                lambda: _verify_server(url, n),
+            ),
+        )
+    ]
+    with tempfile.TemporaryDirectory(prefix="ledger-bench-export-") as tmp:
+        path = Path(tmp) / "ledger.ndjson"
+
+        def offline() -> Row:
+            t0 = time.perf_counter()
+            count = _export(url, path)
+            took = time.perf_counter() - t0
+            row = Row(
+                "verify.offline", wl, "ledger, offline (ledger verify on the export)", "events/s"
+            )
+            row.note = f"export took {took:.1f} s ({count / took:,.0f} events/s)"
+            return _reps(row, c.reps, lambda: _verify_offline(path, count))
+
+        rows.append(
+            _guard("verify.offline", wl, "ledger, offline (ledger verify on the export)", offline)
+        )
+    rows.append(
+        _guard(
+            "verify.readlimit",
+            wl,
+            "COPY out + hashlib.sha256 (read limit)",
+            lambda: _reps(
+                Row("verify.readlimit", wl, "COPY out + hashlib.sha256 (read limit)", "events/s"),
+                c.reps,
+                lambda: _read_limit(url, n),
+            ),
+        )
+    )
+    return rows
+
+
+# --------------------------------------------- replay, rebuild, lag, proofs
+
+
+def _has(module: str, *names: str) -> Any:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    for name in names:
+        if not hasattr(mod, name):
+            return None
+    return mod
+
+
+async def _replay_once(url: str, stream: str, at: int, requests: int) -> dict[str, Any]:
+    from ledger import store
+
+    tasks = _has("ledger.tasks", "fold")
+    lat: list[float] = []
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    try:
+        await db.async_session_setup("ledger_service")(conn)
+        t_start = time.perf_counter()
+        for _ in range(requests):
+            t0 = time.perf_counter()
+            events = await store.read_stream(conn, stream, upto_position=at)
+            state = tasks.fold(events) if tasks else events
+            lat.append(time.perf_counter() - t0)
+            if not events or state is None:
+                raise RuntimeError("the replay target has no events")
+        elapsed = time.perf_counter() - t_start
+    finally:
+        await conn.close()
+    lat.sort()
+    return {
+        "per_second": requests / elapsed,
+        "p50_ms": percentile(lat, 0.5) * 1000,
+        "p99_ms": percentile(lat, 0.99) * 1000,
+        "events": len(events),
+    }
+
+
+def replay(b: Bench) -> list[Row]:
+    c = b.config
+    n = c.big_events
+    wl = f"replay one task (100 events) among {n:,}"
+    if _has("ledger.tasks", "fold") is None:
+        return [Row("replay.ledger", wl, "ledger", "replays/s", status=NOT_BUILT)]
+    url = b.big_ledger()
+    stream = "task-" + ledgerdata.REPLAY_TASK
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT max(position) FROM events WHERE stream = %s", (stream,)
+        ).fetchone()
+    at = int(row[0]) if row and row[0] else n
+
+    def run() -> Row:
+        r = Row(
+            "replay.ledger",
+            wl,
+            "ledger (read_stream up to a position + tasks.fold)",
+            "replays/s",
+        )
+        r.note = "in process, no HTTP"
+        return _reps(
+            r, c.reps, lambda: asyncio.run(_replay_once(url, stream, at, c.replay_requests))
+        )
+
+    return [_guard("replay.ledger", wl, "ledger", run)]
+
+
+def projection_lag(b: Bench) -> list[Row]:
+    rows = []
+    for rate in (1000, 2000):
+        wl = f"projection lag at {rate:,} events/s"
+        mod = _has("bench.projection_lag")
+        rows.append(
+            Row(
+                f"lag{rate}.ledger",
+                wl,
+                "ledger (commit to visible in the task view)",
+                "ms",
+                status=NOT_BUILT if mod is None else "error: not wired yet",
+            )
+        )
+    return rows
+
+
+def rebuild(b: Bench) -> list[Row]:
+    wl = f"rebuild the task view from {b.config.big_events:,} events"
+    return [Row("rebuild.ledger", wl, "ledger", "s", status=NOT_BUILT)]
+
+
+def proofs(b: Bench) -> list[Row]:
+    wl = f"inclusion proof at {b.config.big_events:,} events"
+    return [Row("proof.ledger", wl, "ledger", "proofs/s", status=NOT_BUILT)]
+
+
+def scale(b: Bench) -> list[Row]:
+    """Appends at 64 writers on an empty ledger and on one of scale_events."""
+    c = b.config
+    if not c.scale:
+        return []
+    w = max(c.writers)
+    rows: list[Row] = []
+    with b.server.database("scale_empty") as url:
+        rows.append(
+            _guard(
+                "scale.empty",
+                f"append 1 event, {w} writers: empty vs {c.scale_events:,} stored",
+                "ledger, empty",
+                lambda: _reps(
+                    Row(
+                        "scale.empty",
+                        f"append 1 event, {w} writers: empty vs {c.scale_events:,} stored",
+                        "ledger, empty",
+                        "events/s",
+                    ),
+                    c.reps,
+                    lambda: asyncio.run(_ours(url, w, 1, c.append_seconds, c.append_warmup)),
+                ),
+            )
+        )
+    with b.server.database("scale_full") as url:
+
+        def full() -> Row:
+            t0 = time.perf_counter()
+            ledgerdata.build(url, c.scale_events)
+            took = time.perf_counter() - t0
+            r = Row(
+                "scale.full",
+                f"append 1 event, {w} writers: empty vs {c.scale_events:,} stored",
+                f"ledger, {c.scale_events:,} events stored",
+                "events/s",
+            )
+            r.note = f"built with COPY in {took:.0f} s"
+            return _reps(
+                r, c.reps, lambda: asyncio.run(_ours(url, w, 1, c.append_seconds, c.append_warmup))
+            )
+
+        rows.append(_guard("scale.full", "scale", f"ledger, {c.scale_events:,} stored", full))
+    return rows
+
+
+def _guard(key: str, workload: str, system: str, run: Callable[[], Row]) -> Row:
+    """Run one row; a failure becomes a row that says so, not a crash."""
+    try:
+        return run()
+    except Exception as exc:
+        import structlog
+
+        structlog.get_logger("bench").warning("workload_failed", key=key, error=repr(exc))
+        return Row(key, workload, system, "", status=f"error: {type(exc).__name__}: {exc}"[:200])
+
+
+WORKLOADS: dict[str, Callable[[Bench], list[Row]]] = {
+    "http": http_submit,
+    "appends": appends,
+    "batch": batches,
+    "verify": verification,
+    "lag": projection_lag,
+    "rebuild": rebuild,
+    "replay": replay,
+    "proof": proofs,
+    "scale": scale,
+}
+
+
+@contextlib.contextmanager
+def bench(server: Server, config: Config) -> Iterator[Bench]:
+    b = Bench(server, config)
+    try:
+        yield b
+    finally:
+        b.close()
