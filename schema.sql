@@ -273,6 +273,56 @@ GRANT SELECT, UPDATE ON verify_watermark TO ledger_service;
 
 -- == tasks (ledger/tasks.py, ledger/api/routes/tasks.py) ==
 
+-- Leases of running tasks, kept in step with the task events by a trigger in
+-- the appending transaction: the lease sweeper reads its few due rows through
+-- an index instead of scanning the ledger. Only a list of candidates: the
+-- decider re-checks each task's folded stream before requeueing it.
+CREATE TABLE IF NOT EXISTS task_leases (
+    stream           text             PRIMARY KEY,
+    version          bigint           NOT NULL,
+    lease_expires_at timestamptz,     -- NULL while the task awaits approval
+    lease_seconds    double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS task_leases_expiry_idx
+    ON task_leases (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
+
+CREATE OR REPLACE FUNCTION task_leases_follow_events() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    expires timestamptz;
+BEGIN
+    IF NEW.type IN ('TaskClaimed', 'TaskLeaseRenewed') THEN
+        expires := (convert_from(NEW.canonical, 'UTF8')::jsonb -> 'data' ->> 'lease_expires_at')::timestamptz;
+        IF expires IS NOT NULL THEN
+            INSERT INTO task_leases (stream, version, lease_expires_at, lease_seconds)
+            VALUES (NEW.stream, NEW.version, expires,
+                    extract(epoch FROM expires - NEW.recorded_at))
+            ON CONFLICT (stream) DO UPDATE
+               SET version = EXCLUDED.version, lease_expires_at = EXCLUDED.lease_expires_at,
+                   lease_seconds = EXCLUDED.lease_seconds;
+        END IF;
+    ELSIF NEW.type = 'TaskApprovalRequested' THEN
+        UPDATE task_leases SET version = NEW.version, lease_expires_at = NULL
+         WHERE stream = NEW.stream;
+    ELSIF NEW.type = 'TaskApproved' THEN
+        -- the same length as the last lease, from the approval (ledger/tasks.py)
+        UPDATE task_leases
+           SET version = NEW.version,
+               lease_expires_at = NEW.recorded_at + lease_seconds * interval '1 second'
+         WHERE stream = NEW.stream;
+    ELSE  -- completed, failed, requeued, rejected, cancelled: no longer running
+        DELETE FROM task_leases WHERE stream = NEW.stream;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER events_task_leases
+    AFTER INSERT ON events
+    FOR EACH ROW WHEN (NEW.type IN ('TaskClaimed', 'TaskLeaseRenewed', 'TaskApprovalRequested',
+                                    'TaskApproved', 'TaskCompleted', 'TaskFailed', 'TaskRequeued',
+                                    'TaskRejected', 'TaskCancelled'))
+    EXECUTE FUNCTION task_leases_follow_events();
+GRANT SELECT, INSERT, UPDATE, DELETE ON task_leases TO ledger_service;
+
 -- == projections (projections/) ==
 
 -- == proofs (ledger/merkle.py, ledger/checkpoints.py) ==

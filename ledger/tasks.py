@@ -368,14 +368,27 @@ RULES: dict[type, tuple[str, frozenset[str], frozenset[str]]] = {
         frozenset({QUEUED, RUNNING, AWAITING_APPROVAL}),
     ),
 }
+VERBS: dict[type, str] = {
+    Submit: "submit",
+    Claim: "claim",
+    RenewLease: "renew the lease",
+    RecordStep: "record a step",
+    RequestApproval: "request approval",
+    Approve: "approve",
+    Reject: "reject",
+    Complete: "complete",
+    Fail: "fail",
+    Requeue: "requeue",
+    Cancel: "cancel",
+}
 WORKER_MOVES = (RenewLease, RecordStep, RequestApproval, Complete, Fail)
 
 
 def _illegal(state: TaskState, what: str, detail: str | None = None) -> errors.IllegalTransition:
     return errors.IllegalTransition(
-        detail or f"task {state.id} is {state.status}; {what} is not allowed from {state.status}",
+        detail or f"task {state.id} is {state.status}: cannot {what} it",
         task_id=state.id,
-        status=state.status,
+        task_status=state.status,
         version=state.version,
     )
 
@@ -387,7 +400,7 @@ def decide(state: TaskState | None, command: TaskCommand, principal: Actor) -> l
     for the order of the checks); never returns an empty list.
     """
     etype, roles, sources = RULES[type(command)]
-    what = etype.removeprefix("Task")
+    what = VERBS[type(command)]
     if isinstance(command, Submit):
         if principal.role not in roles:
             raise _forbidden(principal, f"only agents submit tasks, not a {principal.role}")
@@ -407,7 +420,7 @@ def decide(state: TaskState | None, command: TaskCommand, principal: Actor) -> l
         raise errors.NotFound("no such task")
     if principal.role not in roles:
         allowed = " or ".join(sorted(roles))
-        raise _forbidden(principal, f"{what}: needs the role {allowed}, not {principal.role}")
+        raise _forbidden(principal, f"to {what} needs the role {allowed}, not {principal.role}")
     if state.status not in sources:
         raise _illegal(state, what)
 
@@ -419,7 +432,8 @@ def decide(state: TaskState | None, command: TaskCommand, principal: Actor) -> l
         ]
     if isinstance(command, WORKER_MOVES) and principal.name != state.worker:
         raise _forbidden(
-            principal, f"{what}: task {state.id} is held by {state.worker}, not {principal.name}"
+            principal,
+            f"task {state.id} is claimed by {state.worker}: only that worker may {what}",
         )
     if isinstance(command, RenewLease):
         return [NewEvent(etype, {"lease_expires_at": command.lease_expires_at})]
@@ -448,14 +462,14 @@ def decide(state: TaskState | None, command: TaskCommand, principal: Actor) -> l
         if principal.role == AGENT and principal.name not in (state.agent_name, state.last_worker):
             raise _forbidden(
                 principal,
-                f"{what}: only the submitting agent, the last worker, an officer or the service "
+                f"only the submitting agent, the last worker, an officer or the service "
                 f"may requeue task {state.id}",
             )
         return [NewEvent(etype, {"reason": command.reason})]
     if isinstance(command, Cancel):
         if principal.role == AGENT and principal.name != state.agent_name:
             raise _forbidden(
-                principal, f"{what}: only the submitting agent or an officer may cancel {state.id}"
+                principal, f"only the submitting agent or an officer may cancel task {state.id}"
             )
         return [NewEvent(etype, {"reason": command.reason})]
     raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover

@@ -33,6 +33,11 @@ ROUTERS: list[Any] = [health.router, audit.router, events.router, admin.router]
 # Background services: async callables (ctx) -> awaitable cleanup, started in the lifespan.
 SERVICES: list[Any] = []
 # -- tasks: ROUTERS.append(...) / SERVICES.append(...) here --
+from ledger import leases  # noqa: E402
+from ledger.api.routes import tasks as task_routes  # noqa: E402
+
+ROUTERS.append(task_routes.router)
+SERVICES.append(leases.start_sweeper)
 # -- projections: ROUTERS.append(...) / SERVICES.append(...) here --
 # -- proofs: ROUTERS.append(...) / SERVICES.append(...) here --
 ROUTERS.append(proofs_router)

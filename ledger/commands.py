@@ -1,0 +1,237 @@
+"""Task commands as a service: load the stream, fold, decide, append.
+
+Route handlers, the lease sweeper and the queue claim all go through
+:func:`execute`; reads go through :func:`load`. Nothing here knows HTTP: the
+errors raised are ``ledger.errors`` classes, mapped to statuses in one place
+(``ledger/api/errors.py``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from ledger import errors, store, tasks
+from ledger.appender import Appender, Command, request_digest
+from ledger.db import q
+from ledger.tasks import TaskCommand, TaskState
+
+log = structlog.get_logger("ledger.commands")
+
+DEFAULT_ATTEMPTS = 5
+
+
+class Backend(Protocol):
+    """What commands need from the running service (``ledger.api.deps.Context`` is one)."""
+
+    pool: AsyncConnectionPool
+    appender: Appender
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePrincipal:
+    """The service acting on its own account (lease expiry)."""
+
+    name: str = "ledger-service"
+    role: str = tasks.SERVICE
+
+
+SERVICE = ServicePrincipal()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a command did: the task after it and the events it wrote.
+
+    ``duplicate`` is True when an Idempotency-Key showed the command had been
+    done before: ``events`` and ``state`` are then the first time's, rebuilt
+    from the ledger, and nothing new was written.
+    """
+
+    task_id: str
+    state: TaskState
+    events: list[dict[str, Any]]
+    duplicate: bool = False
+
+    @property
+    def version(self) -> int:
+        return int(self.events[-1]["version"])
+
+    @property
+    def position(self) -> int:
+        return int(self.events[-1]["position"])
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7): 48-bit ms timestamp, 74 random bits."""
+    ms = time.time_ns() // 1_000_000
+    rand = secrets.randbits(74)
+    value = (
+        (ms & ((1 << 48) - 1)) << 80
+        | 0x7 << 76
+        | (rand >> 62) << 64
+        | 0b10 << 62
+        | (rand & ((1 << 62) - 1))
+    )
+    return uuid.UUID(int=value)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def lease_until(seconds: float, at: datetime | None = None) -> str:
+    """``lease_expires_at`` for a lease of ``seconds`` from ``at`` (default now)."""
+    return tasks.format_time((at or now()) + timedelta(seconds=seconds))
+
+
+def claim(lease_seconds: float, at: datetime | None = None) -> tasks.Claim:
+    """The Claim command for a lease of ``lease_seconds``."""
+    return tasks.Claim(lease_until(lease_seconds, at))
+
+
+async def load(
+    pool: AsyncConnectionPool,
+    task_id: str,
+    *,
+    upto_position: int | None = None,
+    upto_time: datetime | None = None,
+) -> tuple[TaskState | None, list[dict[str, Any]]]:
+    """The task's state folded from its events (optionally up to a position or
+    a moment), and those events as full envelopes. ``(None, [])`` when the
+    stream has no events in that range."""
+    async with pool.connection() as conn:
+        events = await store.read_stream(
+            conn, tasks.stream_for(task_id), upto_position=upto_position, upto_time=upto_time
+        )
+    return tasks.fold(events), events
+
+
+async def execute(
+    backend: Backend,
+    task_id: str | None,
+    command: TaskCommand,
+    principal: tasks.Actor,
+    *,
+    meta: dict[str, Any],
+    expected_version: int | None = None,
+    idempotency: tuple[str, Any] | None = None,
+    attempts: int = DEFAULT_ATTEMPTS,
+) -> Outcome:
+    """Run one task command and return what it wrote.
+
+    ``execute(backend, task_id, command, principal, *, meta, expected_version=None,
+    idempotency=None, attempts=5) -> Outcome``
+
+    * ``backend``: anything with ``pool`` and ``appender`` (the app's Context).
+    * ``task_id``: the task's UUID as a string; ``None`` for ``tasks.Submit``,
+      which gets a new UUIDv7 made here.
+    * ``command``: a ``tasks`` command (``claim(lease_seconds)`` builds a Claim).
+    * ``principal``: who acts (``.name``, ``.role``); ``meta``: the events'
+      meta, ``actor``/``role`` from that principal (``deps.meta_for``).
+    * ``expected_version``: the stream version the caller saw (If-Match, or a
+      version taken from a task view). When the stream is at another version,
+      before or during the append, nothing is written and
+      ``errors.PreconditionFailed`` (412) is raised; the queue claim treats it
+      as "someone else got there first".
+    * ``idempotency``: ``(key, request)``; ``request`` is the JSON value the key
+      is bound to (routes pass method, path and body). Same key, same
+      principal, same request: the first answer is rebuilt from the ledger
+      (``Outcome.duplicate``) and nothing is written, across restarts too,
+      since the key is stored with the events. Another request:
+      ``errors.IdempotencyMismatch`` (422).
+    * ``attempts``: how often the decision is taken again when another writer
+      moved the stream between our read and our append; then ``errors.Conflict``.
+
+    Raises what ``tasks.decide`` raises (NotFound 404, Forbidden 403,
+    IllegalTransition 409), and the appender's Unavailable / OutcomeUnknown.
+    """
+    key_digest: bytes | None = None
+    if idempotency is not None:
+        key, request = idempotency
+        key_digest = request_digest(request)
+        prior = await _prior(backend.pool, principal.name, key, key_digest)
+        if prior is not None:
+            return prior
+    if isinstance(command, tasks.Submit):
+        task_id = str(uuid7())
+    if task_id is None:
+        raise errors.InvalidInput("a task id is needed for this command")
+    stream = tasks.stream_for(task_id)
+
+    for attempt in range(1, attempts + 1):
+        state, _events = await load(backend.pool, task_id)
+        current = state.version if state else 0
+        if expected_version is not None and expected_version != current:
+            if state is None:
+                raise errors.NotFound(f"no task {task_id}")
+            raise _precondition(task_id, expected_version, current)
+        new = tasks.decide(state, command, principal)
+        cmd = Command(
+            stream=stream,
+            events=new,
+            meta=meta,
+            expected_version=current,
+            idempotency=(principal.name, idempotency[0], key_digest)
+            if idempotency is not None and key_digest is not None
+            else None,
+        )
+        try:
+            recorded = await backend.appender.append(cmd)
+        except errors.VersionConflict as exc:
+            if expected_version is not None:
+                raise _precondition(task_id, expected_version, exc.actual) from None
+            log.info("task_command_raced", task_id=task_id, attempt=attempt, actual=exc.actual)
+            continue
+        except errors.DuplicateCommand as dup:
+            return await _rebuild(backend.pool, dup.stream, dup.first_position, dup.last_position)
+        envelopes = [r.envelope() for r in recorded]
+        after = tasks.fold(envelopes, state)
+        assert after is not None
+        return Outcome(task_id, after, envelopes)
+    raise errors.Conflict(
+        f"task {task_id} kept changing while the command was decided ({attempts} attempts); "
+        "read it again and retry",
+        task_id=task_id,
+    )
+
+
+def _precondition(task_id: str, expected: int, actual: int) -> errors.PreconditionFailed:
+    return errors.PreconditionFailed(
+        f"task {task_id} is at version {actual}, not {expected}; read it again",
+        task_id=task_id,
+        expected_version=expected,
+        actual_version=actual,
+    )
+
+
+async def _prior(pool: AsyncConnectionPool, actor: str, key: str, digest: bytes) -> Outcome | None:
+    async with pool.connection() as conn:
+        cur = await conn.execute(q("events", "idempotency_lookup"), {"actor": actor, "key": key})
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    if bytes(row[0]) != digest:
+        raise errors.IdempotencyMismatch(
+            "this Idempotency-Key was already used with a different request; "
+            "use a new key for a new request"
+        )
+    return await _rebuild(pool, row[1], int(row[2]), int(row[3]))
+
+
+async def _rebuild(pool: AsyncConnectionPool, stream: str, first: int, last: int) -> Outcome:
+    """The first answer again: the stream folded up to the command's last event."""
+    async with pool.connection() as conn:
+        events = await store.read_stream(conn, stream, upto_position=last)
+    state = tasks.fold(events)
+    if state is None:  # pragma: no cover - the key is written with the events
+        raise errors.LedgerError(f"idempotency record points at a missing stream {stream}")
+    written = [e for e in events if first <= e["position"] <= last]
+    return Outcome(state.id, state, written, duplicate=True)
