@@ -26,6 +26,11 @@ EXTRA_COMMANDS: dict[
     str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[Any], int]]
 ] = {}
 
+# -- tasks: the agents' worker --
+from ledger import worker as _worker  # noqa: E402
+
+EXTRA_COMMANDS["worker"] = (_worker.configure, _worker.run)
+
 
 def _err(msg: str) -> None:
     print(f"ledger: {msg}", file=sys.stderr)
