@@ -361,9 +361,11 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     size      bigint      PRIMARY KEY CHECK (size >= 0),
     root      bytea       NOT NULL CHECK (length(root) = 32),
     key_ids   text[]      NOT NULL,
+    vkeys     text[]      NOT NULL DEFAULT '{}',  -- the verifier keys that signed it
     note      text        NOT NULL,
     signed_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+ALTER TABLE checkpoints ADD COLUMN IF NOT EXISTS vkeys text[] NOT NULL DEFAULT '{}';
 
 CREATE OR REPLACE FUNCTION checkpoints_refuse_change() RETURNS trigger
 LANGUAGE plpgsql AS $$

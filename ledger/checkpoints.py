@@ -217,7 +217,13 @@ class Leader:
         key_ids = [s.verifier.key_id.hex() for s in signers]
         self.conn.execute(
             q("proofs", "insert_checkpoint"),
-            {"size": size, "root": root, "key_ids": key_ids, "note": text},
+            {
+                "size": size,
+                "root": root,
+                "key_ids": key_ids,
+                "vkeys": [s.verifier.vkey for s in signers],
+                "note": text,
+            },
         )
         self.conn.commit()
         self.latest = Latest(size, key_ids, time.monotonic())
@@ -268,7 +274,7 @@ class CheckpointService:
                         self._lead(lock_conn, work)
             except tree.TreeHalted as exc:
                 log.error("tree_halted", reason=exc.detail)
-                self.stopping.wait(5.0)
+                self.stopping.wait(1.0)
             except (psycopg.Error, OSError) as exc:
                 if not self.stopping.is_set():
                     log.warning("checkpoint_leader_lost", error=str(exc))
@@ -315,3 +321,39 @@ async def start_service(ctx: Any) -> Any:
         await asyncio.to_thread(service.stop)
 
     return stop
+
+
+# -- ledger signing-key show | rotate ---------------------------------------------------
+
+
+def configure_signing_key(p: Any) -> None:
+    p.description = "show the checkpoint signing key's verifier key, or rotate the key"
+    sub = p.add_subparsers(dest="signing_cmd", required=True)
+    sub.add_parser("show", help="print the verifier key (vkey), creating the key if needed")
+    sub.add_parser(
+        "rotate",
+        help="replace the key; the running leader announces the new one in the ledger "
+        "before it signs, and the old one co-signs the checkpoint covering that",
+    )
+
+
+def cmd_signing_key(args: Any) -> int:
+    import sys
+
+    settings = Settings()
+    path = key_path(settings)
+    if args.signing_cmd == "show":
+        print(load_keys(settings).get().verifier.vkey)
+        return 0
+    old, new = rotate_key_file(path, settings.origin)
+    print(new.verifier.vkey)
+    print(
+        f"rotated {path}: {old.verifier.key_id.hex()} -> {new.verifier.key_id.hex()}; the old "
+        f"key is kept as {retired_path(path, old.verifier.key_id).name} to co-sign the "
+        "announcement",
+        file=sys.stderr,
+    )
+    return 0
+
+
+COMMANDS: dict[str, tuple[Any, Any]] = {"signing-key": (configure_signing_key, cmd_signing_key)}

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from ledger import db, errors, keys, store
+from ledger import checkpoints, db, errors, keys, offline, store
 from ledger.appender import append_sync
 from ledger.settings import Settings
 from ledger.verify import verify_file
@@ -25,6 +25,8 @@ from ledger.verify import verify_file
 EXTRA_COMMANDS: dict[
     str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[Any], int]]
 ] = {}
+EXTRA_COMMANDS.update(offline.COMMANDS)  # proofs: audit-bundle
+EXTRA_COMMANDS.update(checkpoints.COMMANDS)  # proofs: signing-key show | rotate
 
 # -- tasks: the agents' worker --
 from ledger import worker as _worker  # noqa: E402
@@ -104,6 +106,11 @@ def _parse_hash(text: str) -> str:
 
 
 def cmd_verify(args: Any) -> int:
+    if offline.wants(args):  # against a signed checkpoint, or an audit bundle (SPEC §5)
+        return offline.cmd_verify(args)
+    if args.file is None:
+        _err("give an export bundle FILE (or - for stdin)")
+        return 2
     opened = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     with opened as f:
         result = verify_file(f, anchor=args.anchor, expect_head=args.expect_head)
@@ -228,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     ks.add_parser("list", help="list principals")
 
     v = sub.add_parser("verify", help="verify an export bundle offline (no database, no network)")
-    v.add_argument("file", help="NDJSON export bundle, or - for stdin")
+    v.add_argument("file", nargs="?", help="NDJSON export bundle or audit bundle, or - for stdin")
     v.add_argument("--anchor", type=_parse_hash, help="hash of the event before the bundle's first")
     v.add_argument(
         "--expect-head",
@@ -236,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="POS:HASH",
         help="a head saved earlier: fail unless that event is in the bundle unchanged",
     )
+    offline.add_verify_arguments(v)
 
     e = sub.add_parser("export", help="write an NDJSON export bundle to stdout")
     e.add_argument("--from", dest="from_", type=int, default=1)

@@ -292,9 +292,9 @@ def _check_inclusion(position: int, size: int, built: int) -> None:
 
 
 def _check_consistency(old: int, new: int, built: int) -> None:
-    if old < 1 or old > new:
+    if old < 0 or old > new:
         raise errors.InvalidInput(
-            f"from must be between 1 and to ({new}); got {old}",
+            f"from must be between 0 and to ({new}); got {old}",
             errors=[{"field": "from", "rule": "le_to", "message": "from > to"}],
         )
     check_size(new, built, "to")

@@ -33,17 +33,18 @@ ON CONFLICT (level, idx) DO UPDATE SET width = EXCLUDED.width, hashes = EXCLUDED
 SELECT pg_try_advisory_lock(%(key)s)
 
 -- name: latest_checkpoint
-SELECT size, root, key_ids, note, signed_at FROM checkpoints ORDER BY size DESC LIMIT 1
+SELECT size, root, key_ids, note, signed_at, vkeys FROM checkpoints ORDER BY size DESC LIMIT 1
 
 -- name: checkpoint_at
-SELECT size, root, key_ids, note, signed_at FROM checkpoints WHERE size = %(size)s
+SELECT size, root, key_ids, note, signed_at, vkeys FROM checkpoints WHERE size = %(size)s
 
 -- name: checkpoints_after
-SELECT size, root, key_ids, note, signed_at FROM checkpoints
+SELECT size, root, key_ids, note, signed_at, vkeys FROM checkpoints
  WHERE size > %(after)s ORDER BY size LIMIT %(limit)s
 
 -- name: insert_checkpoint
-INSERT INTO checkpoints (size, root, key_ids, note) VALUES (%(size)s, %(root)s, %(key_ids)s, %(note)s)
+INSERT INTO checkpoints (size, root, key_ids, vkeys, note)
+VALUES (%(size)s, %(root)s, %(key_ids)s, %(vkeys)s, %(note)s)
 ON CONFLICT (size) DO NOTHING
 
 -- name: key_announcements

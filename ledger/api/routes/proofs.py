@@ -51,7 +51,7 @@ def _cache(ctx: Context) -> tree.TileCache:
 
 
 def _out(row: Any) -> dict[str, Any]:
-    size, root, key_ids, text, signed_at = row
+    size, root, key_ids, text, signed_at, _vkeys = row
     return {
         "tree_size": size,
         "root": bytes(root).hex(),
@@ -128,8 +128,8 @@ async def inclusion_proof(
 async def consistency_proof(
     ctx: Ctx,
     _: Auditor,
-    from_: Annotated[int, Query(alias="from", ge=1)],
-    to: Annotated[int, Query(ge=1)],
+    from_: Annotated[int, Query(alias="from", ge=0, description="size of the older tree")],
+    to: Annotated[int, Query(ge=0, description="size of the newer tree")],
 ) -> dict[str, Any]:
     async with ctx.pool.connection() as conn:
         hashes = await tree.consistency_async(conn, _cache(ctx), from_, to)
