@@ -47,11 +47,21 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_type_position_idx ON events (type, position);
 
--- Queries that want jsonb derive it from the canonical bytes.
+-- Queries that want jsonb derive it from the canonical bytes. jsonb cannot
+-- hold U+0000, which JSON (and so the ledger) admits: the derived value
+-- shows U+FFFD there instead of failing the query; the bytes keep it.
+CREATE OR REPLACE FUNCTION ledger_jsonb(canonical bytea) RETURNS jsonb
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT CASE WHEN strpos(t, '\u0000') = 0 THEN t::jsonb
+                ELSE regexp_replace(t, '(?<!\\)((?:\\\\)*)\\u0000', '\1\\ufffd', 'g')::jsonb
+           END
+      FROM convert_from(canonical, 'UTF8') AS t
+$$;
+
 CREATE OR REPLACE VIEW events_json AS
     SELECT position, stream, version, type, recorded_at,
            encode(prev_hash, 'hex') AS prev_hash, encode(hash, 'hex') AS hash,
-           convert_from(canonical, 'UTF8')::jsonb AS body
+           ledger_jsonb(canonical) AS body
       FROM events;
 
 -- History is never rewritten: refused to everyone, superusers included,
@@ -113,7 +123,7 @@ CREATE TABLE IF NOT EXISTS principals (
 CREATE OR REPLACE FUNCTION principals_follow_events() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    d jsonb := convert_from(NEW.canonical, 'UTF8')::jsonb -> 'data';
+    d jsonb := ledger_jsonb(NEW.canonical) -> 'data';
 BEGIN
     IF NEW.type = 'PrincipalKeyCreated' THEN
         INSERT INTO principals (name, role, key_sha256, created_position)

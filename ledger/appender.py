@@ -258,6 +258,19 @@ class Appender:
             cur = await self._conn.execute(APPEND_SQL, _params(commands))
             rows = await cur.fetchall()
         except psycopg.Error as exc:
+            if (
+                len(batch) > 1
+                and not isinstance(exc, psycopg.OperationalError)
+                and self._conn is not None
+                and not self._conn.broken
+            ):
+                # The database refused something in one command (a constraint,
+                # content it cannot take): the whole transaction rolled back.
+                # Append each command on its own so only the bad one is refused.
+                log.warning("append_batch_split", size=len(batch), sqlstate=exc.sqlstate)
+                for p in batch:
+                    await self._flush([p])
+                return
             err = _map_db_error(exc)
             log.error("append_failed", size=len(batch), error=str(exc), sqlstate=exc.sqlstate)
             if self._conn is not None and (self._conn.closed or self._conn.broken):
