@@ -1,5 +1,6 @@
 -- name: head
-SELECT position, hash, recorded_at FROM ledger_head WHERE id
+-- (not recorded_at: it is -infinity until the first append, which Python cannot load)
+SELECT position, hash FROM ledger_head WHERE id
 
 -- name: stream_events
 SELECT canonical, hash FROM events WHERE stream = %(stream)s ORDER BY version

@@ -1,0 +1,312 @@
+"""The HTTP surface of the core (SPEC §1, §2, §4): authentication and roles,
+who is recorded, bad input refused with nothing written, the event log,
+incremental verification, the export bundle and key revocation."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ledger.api.app import create_app
+from ledger.settings import Settings
+from tests.conftest import auth
+
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "jcs.json").read_text())
+PROBLEM = "application/problem+json"
+AS_JSON = {"Content-Type": "application/json"}
+
+
+def head(client: Any, key: str) -> dict[str, Any]:
+    r = client.get("/audit/head", headers=auth(key))
+    assert r.status_code == 200
+    return dict(r.json())
+
+
+def assert_problem(r: Any, status: int) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM)
+    body = dict(r.json())
+    assert body["status"] == status
+    assert body["type"].startswith("https://") and body["title"] and body["detail"]
+    return body
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Basic YWRtaW46YWRtaW4="},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Bearer lk_not-a-key"},
+    ],
+    ids=["none", "basic", "empty", "unknown"],
+)
+def test_401_problem(client: Any, keyring: dict[str, str], headers: dict[str, str]) -> None:
+    for method, path in (("GET", "/audit/head"), ("GET", "/events"), ("POST", "/admin/keys")):
+        r = client.request(method, path, headers=headers, json={"name": "x", "role": "agent"})
+        assert_problem(r, 401)
+        assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    ("role", "method", "path"),
+    [
+        ("agent", "GET", "/events"),
+        ("agent", "GET", "/audit/verify"),
+        ("agent", "GET", "/audit/export"),
+        ("officer", "GET", "/audit/export"),
+        ("officer", "GET", "/audit/verify"),
+        ("agent", "POST", "/admin/keys"),
+        ("auditor", "POST", "/admin/keys"),
+        ("officer", "POST", "/admin/keys/agent-1/revoke"),
+        ("auditor", "GET", "/admin/keys"),
+    ],
+)
+def test_403_problem(
+    client: Any, keyring: dict[str, str], role: str, method: str, path: str
+) -> None:
+    before = head(client, keyring["auditor"])
+    r = client.request(
+        method, path, headers=auth(keyring[role]), json={"name": "sneaky", "role": "admin"}
+    )
+    body = assert_problem(r, 403)
+    assert role in body["detail"]
+    assert head(client, keyring["auditor"]) == before
+
+
+def test_health_needs_no_key(client: Any) -> None:
+    r = client.get("/health")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok"
+
+
+def test_actor_and_role_come_from_the_key(client: Any, keyring: dict[str, str]) -> None:
+    r = client.post(
+        "/admin/keys",
+        headers={**auth(keyring["admin"]), "X-Request-Id": "req-who-1"},
+        json={
+            "name": "new-agent",
+            "role": "agent",
+            "actor": "mallory",
+            "meta": {"actor": "mallory", "role": "admin", "request_id": "forged"},
+        },
+    )
+    assert r.status_code == 201, r.text
+    position = r.json()["position"]
+    page = client.get(
+        "/events", params={"after": position - 1, "limit": 1}, headers=auth(keyring["auditor"])
+    ).json()
+    (event,) = page["items"]
+    assert event["position"] == position
+    assert event["meta"] == {"actor": "admin-1", "role": "admin", "request_id": "req-who-1"}
+    assert "mallory" not in json.dumps(event)
+
+
+def _refused_bodies() -> Iterator[Any]:
+    for case in VECTORS["refused"]:
+        raw = '{"name":"zz-refused","role":"agent","x":' + case["input"] + "}"
+        yield pytest.param(raw, "x.", None, id=case["why"])
+    yield pytest.param(
+        '{"name":"zz","role":"agent","n":9007199254740992}', "n", "safe_integer", id="2^53"
+    )
+    yield pytest.param('{"name":"zz","role":"agent","f":1e999}', "f", "finite_number", id="1e999")
+    yield pytest.param('{"name":"zz","role":"boss"}', "role", None, id="bad-role")
+    yield pytest.param('{"name":"Zz Top","role":"agent"}', "name", None, id="bad-name")
+    yield pytest.param('{"role":"agent"}', "name", "missing", id="missing-name")
+    yield pytest.param('{"name":"zz","role":', "", None, id="not-json")
+
+
+@pytest.mark.parametrize(("raw", "field", "rule"), list(_refused_bodies()))
+def test_bad_input_is_422_naming_field_and_rule_and_writes_nothing(
+    client: Any, keyring: dict[str, str], raw: str, field: str, rule: str | None
+) -> None:
+    before = head(client, keyring["auditor"])
+    r = client.post(
+        "/admin/keys",
+        headers={**auth(keyring["admin"]), "Content-Type": "application/json"},
+        content=raw.encode("utf-8", "surrogatepass"),
+    )
+    body = assert_problem(r, 422)
+    assert body["errors"], body
+    err = body["errors"][0]
+    assert err["field"].startswith(field), body
+    assert err["rule"], body
+    if rule:
+        assert err["rule"] == rule, body
+    assert head(client, keyring["auditor"]) == before
+    names = [p["name"] for p in client.get("/admin/keys", headers=auth(keyring["admin"])).json()]
+    assert not any(n.startswith("zz") for n in names)
+
+
+def _nested(levels: int) -> str:
+    return "[" * levels + "1" + "]" * levels
+
+
+def test_nesting_limit(client: Any, keyring: dict[str, str]) -> None:
+    """The body's object is level 1; 32 levels are accepted, 33 are not."""
+    ok = '{"name":"deep-ok","role":"agent","x":' + _nested(31) + "}"
+    r = client.post("/admin/keys", headers={**auth(keyring["admin"]), **AS_JSON}, content=ok)
+    assert r.status_code == 201, r.text
+    before = head(client, keyring["auditor"])
+    for levels in (32, 5000):
+        bad = '{"name":"deep-bad","role":"agent","x":' + _nested(levels) + "}"
+        r = client.post("/admin/keys", headers={**auth(keyring["admin"]), **AS_JSON}, content=bad)
+        body = assert_problem(r, 422)
+        assert body["errors"][0]["rule"] == "max_depth", body
+    assert head(client, keyring["auditor"]) == before
+
+
+def test_body_over_the_limit_is_413_and_writes_nothing(
+    client: Any, keyring: dict[str, str]
+) -> None:
+    before = head(client, keyring["auditor"])
+    big = json.dumps({"name": "big", "role": "agent", "pad": "x" * (256 * 1024)}).encode()
+    r = client.post("/admin/keys", headers={**auth(keyring["admin"]), **AS_JSON}, content=big)
+    assert_problem(r, 413)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies while reading
+        for i in range(0, len(big), 16 * 1024):
+            yield big[i : i + 16 * 1024]
+
+    r = client.post("/admin/keys", headers={**auth(keyring["admin"]), **AS_JSON}, content=chunks())
+    assert_problem(r, 413)
+    assert head(client, keyring["auditor"]) == before
+    # just under the limit is fine
+    small = json.dumps({"name": "big", "role": "agent", "pad": "x" * (255 * 1024)}).encode()
+    r = client.post("/admin/keys", headers={**auth(keyring["admin"]), **AS_JSON}, content=small)
+    assert r.status_code == 201, r.text
+
+
+def test_events_pagination(client: Any, keyring: dict[str, str]) -> None:
+    for i in range(4):
+        r = client.post(
+            "/admin/keys", headers=auth(keyring["admin"]), json={"name": f"p{i}", "role": "agent"}
+        )
+        assert r.status_code == 201
+    total = head(client, keyring["auditor"])["position"]
+    assert total == 9
+    seen: list[int] = []
+    after = 0
+    while True:
+        r = client.get(
+            "/events", params={"after": after, "limit": 2}, headers=auth(keyring["officer"])
+        )
+        assert r.status_code == 200
+        page = r.json()
+        assert len(page["items"]) <= 2
+        if not page["items"]:
+            assert page["next_after"] == after
+            break
+        seen.extend(e["position"] for e in page["items"])
+        assert page["next_after"] == page["items"][-1]["position"]
+        after = page["next_after"]
+    assert seen == list(range(1, total + 1))
+    everything = client.get("/events", params={"limit": 1000}, headers=auth(keyring["auditor"]))
+    items = everything.json()["items"]
+    assert [e["position"] for e in items] == seen
+    assert all(e["prev_hash"] == p["hash"] for p, e in itertools.pairwise(items))
+    for bad in ({"limit": 0}, {"limit": 1001}, {"after": -1}):
+        assert_problem(client.get("/events", params=bad, headers=auth(keyring["auditor"])), 422)
+
+
+def test_verify_is_incremental(client: Any, keyring: dict[str, str]) -> None:
+    key = auth(keyring["auditor"])
+    first = client.get("/audit/verify", headers=key).json()
+    assert first["ok"] and first["checked"] == 5
+    assert (first["verified_from"], first["verified_to"]) == (1, 5)
+    assert first["head_hash"] == head(client, keyring["auditor"])["hash"]
+    assert first["first_bad_position"] is None and first["reason"] is None
+
+    for name in ("inc-1", "inc-2"):
+        r = client.post(
+            "/admin/keys", headers=auth(keyring["admin"]), json={"name": name, "role": "agent"}
+        )
+        assert r.status_code == 201
+    second = client.get("/audit/verify", headers=key).json()
+    assert second["ok"] and second["checked"] == 2
+    assert (second["verified_from"], second["verified_to"]) == (1, 7)
+    assert second["head_hash"] == head(client, keyring["auditor"])["hash"]
+
+    third = client.get("/audit/verify", headers=key).json()
+    assert third["ok"] and third["checked"] == 0 and third["verified_to"] == 7
+
+    full = client.get("/audit/verify", params={"from": 1}, headers=key).json()
+    assert full["ok"] and full["checked"] == 7
+    part = client.get("/audit/verify", params={"from": 3, "to": 4}, headers=key).json()
+    assert part["ok"] and part["checked"] == 2
+    assert (part["verified_from"], part["verified_to"]) == (3, 4)
+    assert_problem(client.get("/audit/verify", params={"from": 4, "to": 3}, headers=key), 422)
+
+
+def _cli_verify(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ledger", "verify", str(path), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_export_is_streamed_ndjson_that_verifies(
+    client: Any, keyring: dict[str, str], tmp_path: Path
+) -> None:
+    h = head(client, keyring["auditor"])
+    lines: list[bytes] = []
+    with client.stream("GET", "/audit/export", headers=auth(keyring["auditor"])) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("application/x-ndjson")
+        assert "content-length" not in r.headers  # streamed, not buffered
+        for line in r.iter_lines():
+            lines.append(line.encode())
+    events = [json.loads(line) for line in lines if line]
+    assert [e["position"] for e in events] == list(range(1, h["position"] + 1))
+    assert events[-1]["hash"] == h["hash"]
+    bundle = tmp_path / "all.ndjson"
+    bundle.write_bytes(b"".join(line + b"\n" for line in lines))
+    proc = _cli_verify(bundle, "--expect-head", f"{h['position']}:{h['hash']}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(f"OK: positions 1..{h['position']}")
+
+    part = client.get(
+        "/audit/export", params={"from": 2, "to": 3}, headers=auth(keyring["auditor"])
+    )
+    assert [json.loads(x)["position"] for x in part.text.splitlines()] == [2, 3]
+    bundle.write_bytes(part.content)
+    assert _cli_verify(bundle).returncode == 1  # a range needs its anchor
+    proc = _cli_verify(bundle, "--anchor", events[0]["hash"])
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_revoked_key_stops_working(settings: Settings, keyring: dict[str, str]) -> None:
+    uncached = settings.model_copy(update={"auth_cache_seconds": 0})
+    with TestClient(create_app(uncached)) as client:
+        admin = auth(keyring["admin"])
+        r = client.post("/admin/keys", headers=admin, json={"name": "temp", "role": "auditor"})
+        assert r.status_code == 201
+        temp = r.json()["key"]
+        assert client.get("/audit/head", headers=auth(temp)).status_code == 200
+        # a reason jsonb cannot hold (U+0000) is still fine on the chain
+        r = client.post("/admin/keys/temp/revoke", headers=admin, json={"reason": "left\u0000"})
+        assert r.status_code == 200, r.text
+        revoked_at = r.json()["position"]
+        assert_problem(client.get("/audit/head", headers=auth(temp)), 401)
+        assert_problem(client.post("/admin/keys/temp/revoke", headers=admin, json={}), 409)
+        assert_problem(client.post("/admin/keys/nobody/revoke", headers=admin, json={}), 404)
+        page = client.get(
+            "/events", params={"after": revoked_at - 1}, headers=auth(keyring["auditor"])
+        ).json()
+        event = page["items"][0]
+        assert event["type"] == "PrincipalKeyRevoked"
+        assert event["stream"] == "principal-temp"
+        assert event["data"] == {"name": "temp", "reason": "left\u0000"}
+        assert event["meta"]["actor"] == "admin-1"
+        listed = {p["name"]: p for p in client.get("/admin/keys", headers=admin).json()}
+        assert listed["temp"]["revoked_position"] == revoked_at
