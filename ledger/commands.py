@@ -142,7 +142,7 @@ async def execute(
       ``errors.PreconditionFailed`` (412) is raised; the queue claim treats it
       as "someone else got there first".
     * ``idempotency``: ``(key, request)``; ``request`` is the JSON value the key
-      is bound to (routes pass method, path and body). Same key, same
+      is bound to (routes pass the route, the task id and the body). Same key, same
       principal, same request: the first answer is rebuilt from the ledger
       (``Outcome.duplicate``) and nothing is written, across restarts too,
       since the key is stored with the events. Another request:
@@ -170,7 +170,7 @@ async def execute(
         state, _events = await load(backend.pool, task_id)
         current = state.version if state else 0
         if expected_version is not None and expected_version != current:
-            if state is None:
+            if state is None and not isinstance(command, tasks.Submit):
                 raise errors.NotFound(f"no task {task_id}")
             raise _precondition(task_id, expected_version, current)
         new = tasks.decide(state, command, principal)

@@ -231,6 +231,8 @@ def test_if_match(client: Any, keyring: dict[str, str]) -> None:
         client, agent, f"/tasks/{tid}/steps", {"kind": "note", "content": "x"}, **{"If-Match": "1"}
     )
     assert r.status_code == 412
+    r = post(client, agent, "/tasks", {"task_type": "x", "payload": {}}, **{"If-Match": "3"})
+    assert r.status_code == 412
 
 
 def test_idempotency_key_answers_as_the_first_time(client: Any, keyring: dict[str, str]) -> None:
@@ -255,7 +257,8 @@ def test_idempotency_key_answers_as_the_first_time(client: Any, keyring: dict[st
     tid = first.json()["id"]
     c1 = post(client, agent, f"/tasks/{tid}/claim", None, **{"Idempotency-Key": "claim-1"})
     post(client, agent, f"/tasks/{tid}/steps", {"kind": "note", "content": "x"})
-    c2 = post(client, agent, f"/tasks/{tid}/claim", None, **{"Idempotency-Key": "claim-1"})
+    upper = f"/tasks/{tid.upper()}/claim"  # the same task, spelt differently
+    c2 = post(client, agent, upper, None, **{"Idempotency-Key": "claim-1"})
     assert c1.status_code == c2.status_code == 200 and c2.json() == c1.json()
     events = client.get(f"/tasks/{tid}/events", headers=auth(agent)).json()
     assert [e["type"] for e in events].count("TaskClaimed") == 1

@@ -84,7 +84,12 @@ async def _run(
     expected = _expected(if_match)
     idem = None
     if idempotency_key is not None:
-        bound = {"method": request.method, "path": request.url.path, "body": raw}
+        route = request.scope.get("route")
+        bound = {
+            "route": f"{request.method} {getattr(route, 'path', request.url.path)}",
+            "task_id": str(task_id) if task_id is not None else None,
+            "body": raw,
+        }
         if expected is not None:
             bound["if_match"] = expected
         idem = (idempotency_key, bound)
