@@ -10,6 +10,7 @@ any other exception fails it as retryable. The demo handler
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import threading
@@ -191,7 +192,7 @@ def run(args: Any) -> int:
             outcome = final.result if final.status == "done" else final.error
             print(
                 f"{final.id} {final.status} version={final.version} position={final.position} "
-                f"{outcome}",
+                f"{json.dumps(outcome)}",
                 flush=True,
             )
             if args.max_tasks and done >= args.max_tasks:
