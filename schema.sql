@@ -14,8 +14,23 @@ END $$;
 
 -- One stuck writer must not stall the ledger: a statement waits at most
 -- lock_timeout for a lock, and a session idle inside a transaction is cut off.
-ALTER ROLE ledger_service SET lock_timeout = '5s';
-ALTER ROLE ledger_service SET idle_in_transaction_session_timeout = '15s';
+-- Roles are shared by every database of the server, and the advisory lock
+-- this file runs under is per database: set the role's defaults only when
+-- they are missing, so ledgers in several databases can start together
+-- (rewriting them every time failed with 'tuple concurrently updated').
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+         WHERE r.rolname = 'ledger_service' AND s.setdatabase = 0
+           AND s.setconfig @> ARRAY['lock_timeout=5s', 'idle_in_transaction_session_timeout=15s']
+    ) THEN
+        ALTER ROLE ledger_service SET lock_timeout = '5s';
+        ALTER ROLE ledger_service SET idle_in_transaction_session_timeout = '15s';
+    END IF;
+EXCEPTION WHEN internal_error THEN
+    NULL;  -- another database's start is setting the same defaults right now
+END $$;
 
 -- The head of the chain: one row, moved forward by every append. Locking it
 -- serialises appenders, so position order = commit order = chain order.
