@@ -8,14 +8,16 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from fastapi.testclient import TestClient
 
-from ledger import worker
+from ledger import commands, leases, worker
 from ledger.api.app import create_app
 from ledger.client import Client, Task
 from ledger.settings import Settings
@@ -174,3 +176,33 @@ def test_the_lease_is_renewed_while_a_slow_handler_works(
         types = [e["type"] for e in agent.events(tid)]
     assert "TaskLeaseRenewed" in types
     assert "TaskRequeued" not in types
+
+
+def test_two_api_processes_sweeping_at_once_requeue_each_task_once(
+    settings: Settings, keyring: dict[str, str]
+) -> None:
+    quiet = settings.model_copy(update={"lease_sweep_seconds": 0})
+    with TestClient(create_app(quiet)) as a, TestClient(create_app(quiet)) as b:
+        ids = []
+        for _ in range(20):
+            r = a.post(
+                "/tasks", json={"task_type": "t", "payload": {}}, headers=auth(keyring["agent"])
+            )
+            ids.append(r.json()["id"])
+            assert (
+                a.post(f"/tasks/{ids[-1]}/claim", headers=auth(keyring["agent"])).status_code == 200
+            )
+        at = commands.now() + timedelta(hours=2)
+        barrier = threading.Barrier(2)
+
+        def sweep(client: Any) -> list[str]:
+            barrier.wait()
+            out: list[str] = client.portal.call(leases.sweep, client.app.state.ctx, at)
+            return out
+
+        with ThreadPoolExecutor(2) as pool:
+            done_a, done_b = pool.map(sweep, (a, b))
+        assert sorted(done_a + done_b) == sorted(ids)  # each requeued by exactly one of them
+        for tid in ids:
+            events = a.get(f"/tasks/{tid}/events", headers=auth(keyring["officer"])).json()
+            assert [e["type"] for e in events].count("TaskRequeued") == 1
