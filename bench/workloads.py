@@ -28,7 +28,7 @@ from bench.pg import Server, libpq_params
 from bench.results import NOT_BUILT, Row, percentile
 from ledger import db, errors, keys
 from ledger.appender import Appender, Command, NewEvent, append_sync
-from ledger.verify import ChainVerifier, verify_file, verify_rows
+from ledger.verify import verify_file
 
 PAYLOAD = {"symbol": "AAPL", "quantity": 250}
 SUBMIT_BODY = '{"task_type": "position_check", "payload": {"symbol": "AAPL", "quantity": 250}}'
@@ -582,19 +582,15 @@ def batches(b: Bench) -> list[Row]:
 
 
 def _verify_server(url: str, n: int) -> dict[str, Any]:
-    """What GET /audit/verify?from=1 runs: verify_rows over a server-side cursor."""
+    """What GET /audit/verify?from=1 runs, without HTTP: the route's own
+    worker-thread function (verify_rows over the events read in position order)."""
+    from ledger.api.routes import audit
+
     t0 = time.perf_counter()
-    with psycopg.connect(url) as conn:
-        db.session_setup("ledger_service")(conn)
-        v = ChainVerifier(start=1, anchor=None)
-        with conn.cursor(name="verify") as cur:
-            cur.itersize = 10_000
-            cur.execute(db.q("events", "verify_range"), {"from": 1, "to": n})
-            result = verify_rows(cur, v)
-        conn.rollback()
+    result, checked = audit._verify_sync(url, "ledger_service", 1, None)
     elapsed = time.perf_counter() - t0
-    if not result.ok or result.count != n:
-        raise RuntimeError(f"verification failed: {result}")
+    if not result.ok or checked != n:
+        raise RuntimeError(f"verification failed: {result} ({checked} checked)")
     return {"per_second": n / elapsed}
 
 
@@ -653,12 +649,12 @@ def verification(b: Bench) -> list[Row]:
         _guard(
             "verify.server",
             wl,
-            "ledger, server side (verify_rows, server-side cursor)",
+            "ledger, server side (GET /audit/verify?from=1 without HTTP)",
             lambda: _reps(
                 Row(
                     "verify.server",
                     wl,
-                    "ledger, server side (verify_rows, server-side cursor)",
+                    "ledger, server side (GET /audit/verify?from=1 without HTTP)",
                     "events/s",
                 ),
                 c.reps,

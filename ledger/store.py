@@ -3,7 +3,11 @@ bytes (and stored hash), never from jsonb, so what is read is what was hashed.""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import queue
+import threading
+from collections.abc import Generator
 from datetime import datetime
 from typing import Any
 
@@ -99,3 +103,63 @@ async def read_range(
 ) -> list[dict[str, Any]]:
     cur = await conn.execute(q("events", "events_range"), {"from": first, "to": last})
     return [event_from_row(c, h) for c, h in await cur.fetchall()]
+
+
+def prefetched(
+    conn: psycopg.Connection[Any],
+    query: str,
+    params: dict[str, Any],
+    *,
+    chunk: int = 10_000,
+    name: str = "prefetch",
+) -> Generator[tuple[Any, ...], None, None]:
+    """Rows of a server-side cursor, the next chunk fetched by a thread while
+    the caller works through this one.
+
+    A plain named cursor leaves PostgreSQL idle while Python hashes a chunk
+    and Python idle while the server produces the next; the fetch waits on
+    the socket with the GIL released, so a thread overlaps the two (the
+    benchmark measured verification at ~55% of the COPY-and-hash read limit
+    with a plain cursor, ~80% with this). The connection is used by that
+    thread alone until the rows are exhausted or the caller stops early.
+    """
+    box: queue.Queue[list[tuple[Any, ...]] | BaseException | None] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def put(item: list[tuple[Any, ...]] | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            with conn.cursor(name=name) as cur:
+                cur.execute(query, params)
+                while not stop.is_set():
+                    rows = cur.fetchmany(chunk)
+                    if not rows or not put(rows):
+                        break
+        except BaseException as exc:  # handed to the caller's thread
+            put(exc)
+        put(None)
+
+    worker = threading.Thread(target=produce, name=f"{name}-fetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = box.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield from item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            with contextlib.suppress(queue.Empty):
+                box.get(timeout=0.1)
+        worker.join()

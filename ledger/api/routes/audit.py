@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -41,10 +42,12 @@ def _check_range(
     beyond it, the event at it carries its hash, none verified before is gone."""
     v = ChainVerifier(start=start, anchor=anchor)
     if start <= end:
-        with conn.cursor(name="verify") as cur:
-            cur.itersize = 10_000
-            cur.execute(q("events", "verify_range"), {"from": start, "to": end})
-            result = verify_rows(cur, v)
+        with contextlib.closing(
+            store.prefetched(
+                conn, q("events", "verify_range"), {"from": start, "to": end}, name="verify"
+            )
+        ) as rows:
+            result = verify_rows(rows, v)
         if not result.ok:
             return result
         if result.count < end - start + 1:
