@@ -213,9 +213,10 @@ def verify_events(
                 f"(it ends at {last}); position {missing} is missing",
             )
     except Bad as bad:
-        if bad.position is None and v.count and v.expected_position:
-            # an unreadable line where the next event should be
-            bad.position = v.expected_position
+        if bad.position is None and (v.count or anchor is None):
+            # an unreadable line where the next event should be (without an
+            # anchor the bundle starts at position 1)
+            bad.position = v.expected_position or 1
         return v.result(bad)
     if v.count == 0:
         return Result(False, None, None, None, None, "no events to verify")
