@@ -238,8 +238,10 @@ class Client:
 
     # -- reads ---------------------------------------------------------------
 
-    def get(self, task_id: str) -> Task:
-        return Task.from_json(self.request("GET", f"/tasks/{task_id}").json())
+    def get(self, task_id: str, *, min_position: int | None = None) -> Task:
+        """The task; ``min_position``: wait (bounded) until the views include it."""
+        params = {"min_position": min_position} if min_position is not None else None
+        return Task.from_json(self.request("GET", f"/tasks/{task_id}", params=params).json())
 
     def events(self, task_id: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = self.request("GET", f"/tasks/{task_id}/events").json()

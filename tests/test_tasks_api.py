@@ -72,7 +72,9 @@ def test_a_task_from_submission_to_completion(client: Any, keyring: dict[str, st
     done = r.json()
     assert done["status"] == "done" and done["result"] == result and done["version"] == 7
 
-    got = client.get(base, headers=auth(keyring["auditor"]))
+    got = client.get(
+        base, params={"min_position": done["position"]}, headers=auth(keyring["auditor"])
+    )
     assert got.status_code == 200 and got.json() == done
     assert got.headers["etag"] == '"7"'
     assert fold_of(client, officer, tid) == done
@@ -338,23 +340,28 @@ def test_a_lapsed_lease_is_requeued_by_the_service(client: Any, keyring: dict[st
 
     # before the lease lapses nothing happens
     assert client.portal.call(leases.sweep, ctx, lease - timedelta(seconds=1)) == []
-    assert client.get(f"/tasks/{tid}", headers=auth(agent)).json()["status"] == "running"
+    seen = {"min_position": claimed["position"]}
+    assert (
+        client.get(f"/tasks/{tid}", params=seen, headers=auth(agent)).json()["status"] == "running"
+    )
     # a renewal moves the lapse time: a sweep at the old time leaves it alone
     post(client, agent, f"/tasks/{tid}/lease", {"lease_seconds": 120})
     assert client.portal.call(leases.sweep, ctx, lease + timedelta(seconds=1)) == []
 
     later = lease + timedelta(seconds=200)
     assert client.portal.call(leases.sweep, ctx, later) == [tid]
-    task = client.get(f"/tasks/{tid}", headers=auth(agent)).json()
+    last = client.get(f"/tasks/{tid}/events", headers=auth(agent)).json()[-1]
+    task = client.get(
+        f"/tasks/{tid}", params={"min_position": last["position"]}, headers=auth(agent)
+    ).json()
     assert (
         task["status"] == "queued" and task["worker"] is None and task["reason"] == "lease_expired"
     )
-    last = client.get(f"/tasks/{tid}/events", headers=auth(agent)).json()[-1]
     assert last["type"] == "TaskRequeued" and last["data"] == {"reason": "lease_expired"}
     assert last["meta"]["actor"] == "ledger-service" and last["meta"]["role"] == "service"
     # a second sweep (another API process) finds nothing more to do
     assert client.portal.call(leases.sweep, ctx, later) == []
-    assert client.get(f"/tasks/{untouched}", headers=auth(agent)).json()["version"] == 1
+    assert client.get(f"/tasks/{untouched}/events", headers=auth(agent)).json()[-1]["version"] == 1
 
     # the dead worker has lost it; another agent claims it again
     r = post(client, agent, f"/tasks/{tid}/complete", {"result": {}})

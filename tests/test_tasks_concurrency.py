@@ -56,7 +56,8 @@ def test_two_agents_race_to_claim_one_winner_each_time(
                 wins[codes.index(200)] += 1
                 events = clients[0].get(f"/tasks/{tid}/events").json()
                 assert [e["type"] for e in events] == ["TaskSubmitted", "TaskClaimed"]
-                task = clients[1].get(f"/tasks/{tid}").json()
+                at_least = {"min_position": events[-1]["position"]}
+                task = clients[1].get(f"/tasks/{tid}", params=at_least).json()
                 assert task["worker"] == ("agent-1", "agent-2")[codes.index(200)]
     finally:
         for c in clients:
@@ -147,7 +148,7 @@ def test_the_worker_claims_records_steps_renews_and_completes(
     )
     assert worker.run(args) == 0
     with Client(server, keyring["officer"]) as officer:
-        done = officer.get(tid)
+        done = officer.get(tid, min_position=officer.events(tid)[-1]["position"])
         assert done.status == "done" and done.worker is None
         assert done.result == {
             "symbol": "AAPL",
@@ -157,7 +158,7 @@ def test_the_worker_claims_records_steps_renews_and_completes(
         }
         kinds = [e["data"].get("kind") for e in officer.events(tid)]
         assert kinds.count("tool_call") == 1 and kinds.count("note") == 1
-        failed = officer.get(bad)
+        failed = officer.get(bad, min_position=officer.events(bad)[-1]["position"])
         assert failed.status == "failed" and "quantity" in (failed.error or "")
 
 
