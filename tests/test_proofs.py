@@ -189,3 +189,54 @@ def test_service_proofs_verify_and_any_flipped_hash_fails(
                 merkle.verify_consistency(m, n, root(m), root(n), bad)
 
     check()
+
+
+def test_a_fresh_checkpoint_on_demand_when_the_head_is_ahead(
+    db_url: str, key_file: Path, keyring: dict[str, str], service_conn: psycopg.Connection[Any]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from ledger.api.app import create_app
+
+    slow = proof_settings(db_url, key_file).model_copy(
+        update={"checkpoint_interval_seconds": 3600.0, "checkpoint_wait_seconds": 10.0}
+    )
+    with TestClient(create_app(slow)) as client:
+        first = wait_for_checkpoint(client, keyring["agent"], 5)
+        append_events(service_conn, 3)
+        # the interval is an hour: only the request itself can have it signed
+        r = client.get("/audit/checkpoint", headers=auth(keyring["agent"]))
+        assert r.status_code == 200
+        assert r.headers["x-ledger-tree-size"] == "8"
+        assert r.text != first
+
+
+def test_one_leader_across_processes_and_a_standby_takes_over(
+    db_url: str, key_file: Path, service_conn: psycopg.Connection[Any]
+) -> None:
+    from ledger.checkpoints import CheckpointService, load_keys
+
+    s = proof_settings(db_url, key_file)
+    a = CheckpointService(db_url, s, load_keys(s))
+    b = CheckpointService(db_url, s, load_keys(s))
+    a.start()
+    b.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (a.is_leader or b.is_leader):
+            assert time.monotonic() < deadline, "nobody leads"
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert a.is_leader != b.is_leader
+        leader, standby = (a, b) if a.is_leader else (b, a)
+        leader.stop()
+        append_events(service_conn, 7)
+        while not standby.is_leader:
+            assert time.monotonic() < deadline, "the standby never took over"
+            time.sleep(0.02)
+        while service_conn.execute("SELECT max(size) FROM checkpoints").fetchone()[0] != 7:
+            assert time.monotonic() < deadline, "the new leader signed nothing"
+            time.sleep(0.02)
+    finally:
+        a.stop()
+        b.stop()
