@@ -167,7 +167,10 @@ async def execute(
     stream = tasks.stream_for(task_id)
 
     for attempt in range(1, attempts + 1):
-        state, _events = await load(backend.pool, task_id)
+        if isinstance(command, tasks.Submit) and attempt == 1:
+            state = None  # a UUIDv7 minted above: its stream has nothing to read yet
+        else:
+            state, _events = await load(backend.pool, task_id)
         current = state.version if state else 0
         if expected_version is not None and expected_version != current:
             if state is None and not isinstance(command, tasks.Submit):
