@@ -310,3 +310,26 @@ def test_revoked_key_stops_working(settings: Settings, keyring: dict[str, str]) 
         assert event["meta"]["actor"] == "admin-1"
         listed = {p["name"]: p for p in client.get("/admin/keys", headers=admin).json()}
         assert listed["temp"]["revoked_position"] == revoked_at
+
+
+def test_openapi_tells_errors_as_they_are_sent(client: Any) -> None:
+    """Every error answer is described as problem+json with the Problem schema,
+    /health (no credentials) lists no 401/403, and reads list no 409/412."""
+    spec = client.get("/openapi.json").json()
+    seen = 0
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            for status, answer in op["responses"].items():
+                if int(status) >= 400 and "content" in answer and path != "/health":
+                    assert list(answer["content"]) == ["application/problem+json"], (path, status)
+                    assert answer["content"]["application/problem+json"]["schema"] == {
+                        "$ref": "#/components/schemas/Problem"
+                    }
+                    seen += 1
+            if method == "get":
+                assert "409" not in op["responses"] and "412" not in op["responses"], path
+    assert seen > 20
+    health = spec["paths"]["/health"]["get"]["responses"]
+    assert "401" not in health and "403" not in health and "503" in health
+    audit_head = spec["paths"]["/audit/head"]["get"]["responses"]
+    assert "401" in audit_head and "403" in audit_head

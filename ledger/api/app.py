@@ -28,6 +28,10 @@ from ledger.settings import Settings
 
 log = structlog.get_logger("ledger.api")
 
+# Paths served without credentials (liveness probes): no 401/403 to describe.
+PUBLIC_PATHS = {"/health"}
+_PROBLEM = "application/problem+json"
+
 # Routers contributed by other modules register here (tasks, projections, proofs).
 ROUTERS: list[Any] = [health.router, audit.router, events.router, admin.router]
 # Background services: async callables (ctx) -> awaitable cleanup, started in the lifespan.
@@ -93,7 +97,45 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     api_errors.install(app)
+    app.openapi = lambda: _truthful_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
     for router in ROUTERS:
         app.include_router(router)
     return app
+
+
+def _truthful_openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated schema, told as the service behaves: errors are only ever
+    problem+json (FastAPI would also list the route's own media type), public
+    paths answer no 401/403, and reads never answer 409 or 412."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+    )
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            responses = op.get("responses", {})
+            drop = set()
+            if path in PUBLIC_PATHS:
+                drop |= {"401", "403"}
+            if method in ("get", "head"):
+                drop |= {"409", "412"}
+            if not op.get("parameters") and "requestBody" not in op:
+                drop.add("422")
+            for status in drop:
+                responses.pop(status, None)
+            for status, answer in responses.items():
+                content = answer.get("content", {})
+                if status >= "400" and _PROBLEM in content:
+                    described = [c["schema"] for c in content.values() if "schema" in c]
+                    answer["content"] = {
+                        _PROBLEM: {"schema": described[0]} if described else content[_PROBLEM]
+                    }
+    app.openapi_schema = schema
+    return schema
