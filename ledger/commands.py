@@ -172,11 +172,18 @@ async def execute(
         else:
             state, _events = await load(backend.pool, task_id)
         current = state.version if state else 0
-        if expected_version is not None and expected_version != current:
-            if state is None and not isinstance(command, tasks.Submit):
-                raise errors.NotFound(f"no task {task_id}")
-            raise _precondition(task_id, expected_version, current)
+        # Decide first: a precondition is judged only for a request that would
+        # otherwise succeed (RFC 9110 §13.2.1), so 404/403/409 come before 412.
         new = tasks.decide(state, command, principal)
+        if expected_version is not None and expected_version != current:
+            if isinstance(command, tasks.Submit):
+                raise errors.PreconditionFailed(
+                    f"a submission creates a new task, at version 0; If-Match: {expected_version} "
+                    "cannot hold (send no If-Match, or 0)",
+                    expected_version=expected_version,
+                    actual_version=0,
+                )
+            raise _precondition(task_id, expected_version, current)
         cmd = Command(
             stream=stream,
             events=new,

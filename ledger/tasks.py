@@ -18,7 +18,7 @@ The checks run in a fixed order, so every answer is predictable:
 3. the task's status does not allow the move: 409 (final statuses included);
 4. the principal has the right role but is the wrong agent (a worker move by
    an agent not holding the claim, a cancel by an agent that did not submit the
-   task, a requeue by an agent that neither submitted nor last held it): 403.
+   task): 403.
 
 Who may do what (the "who" column):
 
@@ -29,9 +29,9 @@ lease, steps,      the agent holding the claim (``worker``)
 approval-request,
 complete, fail
 approve, reject    officers
-requeue            officers, the service, and the agents that submitted the task or
-                   held its last claim; from ``failed`` only when retryable, from
-                   ``running`` only once the lease has lapsed (at ``command.now``)
+requeue            agents, officers and the service; from ``failed`` only when
+                   retryable, from ``running`` only once the lease has lapsed (at
+                   ``command.now``)
 cancel             officers and the agent that submitted the task
 =================  ===============================================================
 
@@ -459,12 +459,8 @@ def decide(state: TaskState | None, command: TaskCommand, principal: Actor) -> l
                 f"task {state.id} is running and its lease holds until {state.lease_expires_at}; "
                 "a running task is requeued only once its lease has lapsed",
             )
-        if principal.role == AGENT and principal.name not in (state.agent_name, state.last_worker):
-            raise _forbidden(
-                principal,
-                f"only the submitting agent, the last worker, an officer or the service "
-                f"may requeue task {state.id}",
-            )
+        # SPEC §3: "agent, officer or the service" (cancel, by contrast, names
+        # the submitting agent): any agent may put a retryable task back.
         return [NewEvent(etype, {"reason": command.reason})]
     if isinstance(command, Cancel):
         if principal.role == AGENT and principal.name != state.agent_name:

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from ledger import leases, tasks
 from ledger.api.app import create_app
 from ledger.settings import Settings
-from tests.conftest import auth
+from tests.conftest import auth, create_key
 
 PAYLOAD = {"symbol": "AAPL", "quantity": 250}
 
@@ -234,7 +234,43 @@ def test_if_match(client: Any, keyring: dict[str, str]) -> None:
     )
     assert r.status_code == 412
     r = post(client, agent, "/tasks", {"task_type": "x", "payload": {}}, **{"If-Match": "3"})
-    assert r.status_code == 412
+    assert r.status_code == 412 and "new task" in r.json()["detail"]
+
+
+def test_if_match_is_judged_after_the_who_and_status_rules(
+    client: Any, keyring: dict[str, str]
+) -> None:
+    """RFC 9110 §13.2.1: a precondition matters only for a request that would
+    otherwise succeed, so a stale If-Match never hides a 403, 409 or 404."""
+    agent, other, officer = keyring["agent"], keyring["agent2"], keyring["officer"]
+    tid = submit(client, agent)["id"]
+    assert post(client, agent, f"/tasks/{tid}/claim").status_code == 200
+    before = head(client, keyring["auditor"])
+    step = {"kind": "note", "content": "x"}
+    r = post(client, other, f"/tasks/{tid}/steps", step, **{"If-Match": "1"})
+    assert r.status_code == 403, r.text  # not the claimant: 403 whatever the version
+    r = post(client, officer, f"/tasks/{tid}/approve", {"comment": "ok"}, **{"If-Match": "1"})
+    assert r.status_code == 409, r.text  # running, not awaiting approval
+    missing = "0190c1a2-0000-7000-8000-000000000000"
+    r = post(client, agent, f"/tasks/{missing}/claim", None, **{"If-Match": "1"})
+    assert r.status_code == 404, r.text
+    assert head(client, keyring["auditor"]) == before
+    r = post(client, agent, f"/tasks/{tid}/steps", step, **{"If-Match": "1"})
+    assert r.status_code == 412 and r.json()["actual_version"] == 2
+
+
+def test_any_agent_may_requeue_a_retryable_failure(
+    client: Any, keyring: dict[str, str], db_url: str
+) -> None:
+    """SPEC §3 lists requeue as "agent, officer or the service", not only the submitter."""
+    agent, worker = keyring["agent"], keyring["agent2"]
+    third = create_key(db_url, "agent-3", "agent")
+    tid = submit(client, agent)["id"]
+    assert post(client, worker, f"/tasks/{tid}/claim").status_code == 200
+    r = post(client, worker, f"/tasks/{tid}/fail", {"error": "feed down", "retryable": True})
+    assert r.status_code == 200
+    r = post(client, third, f"/tasks/{tid}/requeue", {"reason": "feed is back"})
+    assert r.status_code == 200 and r.json()["status"] == "queued", r.text
 
 
 def test_idempotency_key_answers_as_the_first_time(client: Any, keyring: dict[str, str]) -> None:

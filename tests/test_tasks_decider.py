@@ -204,7 +204,6 @@ def test_retryable_failure_can_be_requeued_and_claimed_again() -> None:
     s = running()
     st_ = s.do(Fail("timeout", True), WORKER)
     assert (st_.status, st_.error, st_.retryable) == ("failed", "timeout", True)
-    s.refused(Requeue("retry", T0), OTHER, 403)  # neither submitter nor last worker
     s.refused(Requeue("retry", T0), AUDITOR, 403)
     st_ = s.do(Requeue("retry", T0), SUBMITTER)
     assert st_.status == "queued" and st_.reason == "retry"
@@ -212,8 +211,9 @@ def test_retryable_failure_can_be_requeued_and_claimed_again() -> None:
     assert st_.attempts == 2 and st_.error is None
 
 
-@pytest.mark.parametrize("who", [WORKER, OFFICER, SERVICE])
-def test_requeue_from_failed_by_the_last_worker_an_officer_or_the_service(who: P) -> None:
+@pytest.mark.parametrize("who", [WORKER, SUBMITTER, OTHER, OFFICER, SERVICE])
+def test_requeue_from_failed_by_any_agent_an_officer_or_the_service(who: P) -> None:
+    """SPEC §3: requeue is "agent, officer or the service": any agent, unlike cancel."""
     s = running()
     s.do(Fail("timeout", True), WORKER)
     assert s.do(Requeue("retry", T0), who).status == "queued"
@@ -336,8 +336,6 @@ def model(
             return 409
         if status == "running" and cmd.now == LONG_AGO:
             return 409
-        if who.role == "agent" and who.name not in ("agent-1", last):
-            return 403
     worker_move = isinstance(cmd, RenewLease | RecordStep | RequestApproval | Complete | Fail)
     if worker_move and who.name != worker:
         return 403

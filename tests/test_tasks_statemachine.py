@@ -97,11 +97,8 @@ def expect(m: Model, op: str, who: str) -> int | str:
         return 403
     if m.status not in FROM[op]:
         return 409
-    if op == "requeue":
-        if not m.retryable:
-            return 409
-        if role == "agent" and who not in (m.submitter, m.last_worker):
-            return 403
+    if op == "requeue" and not m.retryable:
+        return 409
     if op in WORKER_OPS and who != m.worker:
         return 403
     if op == "cancel" and role == "agent" and who != m.submitter:
