@@ -169,6 +169,10 @@ def _has_lone_surrogate(s: str) -> bool:
     return False
 
 
+def _escape_surrogate(c: str) -> str:
+    return f"\\u{ord(c):04x}" if 0xD800 <= ord(c) <= 0xDFFF else c
+
+
 def validate(value: Any, path: str = "", depth: int = 0) -> None:
     """Refuse what the ledger could not hash faithfully (SPEC §1).
 
@@ -186,6 +190,9 @@ def validate(value: Any, path: str = "", depth: int = 0) -> None:
                     raise CanonicalError(path, "key_type", "object keys must be strings")
                 sub = f"{path}.{k}" if path else k
                 if _has_lone_surrogate(k):
+                    # name the key as JSON would escape it: the path itself must be sendable
+                    shown = "".join(_escape_surrogate(c) for c in k)
+                    sub = f"{path}.{shown}" if path else shown
                     raise CanonicalError(sub, "lone_surrogate", "key holds a lone UTF-16 surrogate")
                 validate(item, sub, depth + 1)
         else:

@@ -122,6 +122,19 @@ def _refused_bodies() -> Iterator[Any]:
     yield pytest.param('{"name":"Zz Top","role":"agent"}', "name", None, id="bad-name")
     yield pytest.param('{"role":"agent"}', "name", "missing", id="missing-name")
     yield pytest.param('{"name":"zz","role":', "", None, id="not-json")
+    # a lone surrogate in a key, nested and at the top: the problem names it escaped
+    yield pytest.param(
+        '{"name":"zz","role":"agent","x":{"\\ud83d":1}}',
+        "x.\\ud83d",
+        "lone_surrogate",
+        id="surrogate-key-nested",
+    )
+    yield pytest.param(
+        '{"name":"zz","role":"agent","\\udc00k":1}',
+        "\\udc00k",
+        "lone_surrogate",
+        id="surrogate-key",
+    )
 
 
 @pytest.mark.parametrize(("raw", "field", "rule"), list(_refused_bodies()))

@@ -4,6 +4,7 @@ that name the field and the rule."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import structlog
@@ -32,7 +33,16 @@ def problem(
         body["instance"] = instance
     body.update({k: v for k, v in extra.items() if v is not None})
     headers = {"WWW-Authenticate": 'Bearer realm="ledger"'} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    return ProblemResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+class ProblemResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: whatever a client sent that
+    ends up in a problem's text (a lone surrogate in a key, say) can always be
+    sent back."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
