@@ -187,11 +187,11 @@ def test_unknown_tasks_are_404_and_bad_ids_422(client: Any, keyring: dict[str, s
     ("path", "body", "field"),
     [
         ("", {"task_type": "Position Check", "payload": {}}, "task_type"),
-        ("", {"task_type": "x" * 65, "payload": {}}, "task_type"),
+        ("", {"task_type": "x" * 129, "payload": {}}, "task_type"),
         ("", {"task_type": "ok", "payload": [1, 2]}, "payload"),
         ("", {"task_type": "ok", "payload": "text"}, "payload"),
         ("", {"task_type": "ok"}, "payload"),
-        ("", {"task_type": "ok", "payload": {}, "priority": 1001}, "priority"),
+        ("", {"task_type": "ok", "payload": {}, "priority": 2**31}, "priority"),
         ("", {"task_type": "ok", "payload": {}, "priority": "5"}, "priority"),
         ("", {"task_type": "ok", "payload": {}, "agent_name": "someone-else"}, "agent_name"),
         ("", {"task_type": "ok", "payload": {"n": 2**60}}, "payload.n"),
@@ -436,3 +436,11 @@ def test_openapi_describes_the_task_shapes(client: Any) -> None:
     step = spec["components"]["schemas"]["StepRequest"]["properties"]["kind"]
     assert set(step["enum"]) == {"prompt", "model_output", "tool_call", "note"}
     assert "201" in spec["paths"]["/tasks"]["post"]["responses"]
+
+
+@pytest.mark.parametrize("task_type", ["TradePrecheck", "pricing.check:v2", "desk/fx-exposure"])
+def test_task_types_are_names_not_only_lowercase(
+    client: Any, keyring: dict[str, str], task_type: str
+) -> None:
+    r = post(client, keyring["agent"], "/tasks", {"task_type": task_type, "payload": {}})
+    assert r.status_code == 201, r.text

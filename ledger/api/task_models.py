@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from ledger.api.models import EventOut
 
-TASK_TYPE_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
+# A name, not free text: letters, digits and _ . : / - (no spaces), up to 128.
+TASK_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
+PRIORITY_LIMIT = 2**31 - 1
 Status = Literal[
     "queued", "running", "awaiting_approval", "done", "failed", "rejected", "cancelled"
 ]
@@ -27,13 +29,15 @@ def _text(description: str) -> Any:
 class TaskSubmit(_Body):
     task_type: str = Field(
         pattern=TASK_TYPE_PATTERN,
-        description="1-64 characters: a-z first, then a-z, 0-9, '_', '.', '-'",
+        description="1-128 characters: letters, digits, '_', '.', ':', '/', '-'; no spaces",
         examples=["position_check"],
     )
     payload: dict[str, Any] = Field(
         description="a JSON object", examples=[{"symbol": "AAPL", "quantity": 250}]
     )
-    priority: StrictInt = Field(0, ge=-1000, le=1000, description="higher is claimed first")
+    priority: StrictInt = Field(
+        0, ge=-PRIORITY_LIMIT, le=PRIORITY_LIMIT, description="higher is claimed first"
+    )
 
 
 class LeaseRequest(_Body):
