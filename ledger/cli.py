@@ -120,9 +120,14 @@ def cmd_verify(args: Any) -> int:
             f"({result.count} events); head {result.verified_to}:{result.head_hash}"
         )
         return 0
-    print(f"FAILED at position {result.first_bad_position}: {result.reason}")
-    if result.verified_to:
-        print(f"(positions {result.verified_from}..{result.verified_to} verified before it)")
+    bad = result.first_bad_position
+    if bad is None:
+        print(f"FAILED: {result.reason}")
+        return 1
+    print(f"FAILED at position {bad}: {result.reason}")
+    good_to = min(result.verified_to or 0, bad - 1)
+    if result.verified_from is not None and good_to >= result.verified_from:
+        print(f"(positions {result.verified_from}..{good_to} verified before it)")
     return 1
 
 

@@ -168,6 +168,9 @@ def test_tampering_is_named_at_the_first_bad_position(
     proc = run_verify(bundle, "--expect-head", head)
     assert proc.returncode == 1
     assert failed_at(proc) == first_bad, proc.stdout
+    m = re.search(r"^\(positions (\d+)\.\.(\d+) verified before it\)", proc.stdout, re.M)
+    if m:  # what verified is said honestly: never the bad position itself
+        assert int(m.group(1)) <= int(m.group(2)) < first_bad, proc.stdout
 
 
 def test_untampered_ledger_verifies_both_ways(
@@ -339,3 +342,21 @@ def test_any_changed_byte_of_a_bundle_is_caught(data: st.DataObject) -> None:
     assert not result.ok, result
     if isinstance(event, dict) and event.get("position") == position:
         assert result.first_bad_position == position, result
+
+
+def test_an_empty_bundle_fails_with_a_plain_reason(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.ndjson"
+    empty.write_bytes(b"")
+    proc = run_verify(empty)
+    assert proc.returncode == 1
+    assert proc.stdout.strip() == "FAILED: no events to verify", proc.stdout
+
+
+def test_a_wrong_expected_head_names_only_what_came_before(
+    ledger10: dict[str, Any], client: Any, keyring: dict[str, str], tmp_path: Path
+) -> None:
+    bundle = export(client, keyring["auditor"], tmp_path / "export.ndjson")
+    proc = run_verify(bundle, "--expect-head", "6:" + "ab" * 32)
+    assert proc.returncode == 1
+    assert failed_at(proc) == 6, proc.stdout
+    assert "(positions 1..5 verified before it)" in proc.stdout, proc.stdout
