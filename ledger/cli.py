@@ -68,8 +68,23 @@ def _one(conn: psycopg.Connection[Any], cmd: Any) -> Any:
 def cmd_keys(args: Any) -> int:
     with connect() as conn:
         if args.keys_cmd == "create":
-            key, cmd = keys.create_command(args.name, args.role, operator_meta())
-            _one(conn, cmd)
+            keys.check_name(args.name)
+            current = conn.execute(
+                db.q("events", "principal_state"), {"name": args.name}
+            ).fetchone()
+            try:
+                key, cmd = keys.plan_create(
+                    args.name,
+                    args.role,
+                    operator_meta(),
+                    current,
+                    replace=args.replace,
+                    how_to_replace="add --replace",
+                )
+                _one(conn, cmd)
+            except errors.Conflict as exc:
+                _err(exc.detail)
+                return 1
             print(key)
             print(
                 f"created {args.role} key for {args.name!r}; it is shown only once", file=sys.stderr
@@ -234,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     kc = ks.add_parser("create", help="create a key; prints it alone on stdout")
     kc.add_argument("--name", required=True)
     kc.add_argument("--role", required=True, choices=keys.ROLES)
+    kc.add_argument(
+        "--replace",
+        action="store_true",
+        help="the principal exists: issue a new key (its old key stops working)",
+    )
     kr = ks.add_parser("revoke", help="revoke a principal's key")
     kr.add_argument("name")
     kr.add_argument("--reason")

@@ -17,6 +17,9 @@ from ledger import errors
 from ledger.appender import Command, NewEvent
 
 ROLES = ("agent", "officer", "auditor", "admin")
+# Names the ledger itself acts under (meta.actor of the lease sweeper and of
+# the command line): nobody may hold a key in them.
+RESERVED = frozenset({"ledger-service", "operator"})
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 KEY_PREFIX = "lk_"
 
@@ -61,6 +64,38 @@ def create_command(
         expected_version=expected_version,
     )
     return key, cmd
+
+
+def plan_create(
+    name: str,
+    role: str,
+    meta: dict[str, Any],
+    current: tuple[str, int | None, int] | None,
+    *,
+    replace: bool = False,
+    how_to_replace: str = 'send "replace": true',
+) -> tuple[str, Command]:
+    """``create_command`` with the rules a person issuing keys expects:
+    ``current`` is the principal as it stands (role, revoked position, its
+    stream's version) or None. An active principal keeps its key unless
+    ``replace`` says to issue a new one (the old one then stops working);
+    reserved names are refused; the append expects the version seen, so two
+    admins racing cannot both think they made the key."""
+    check_name(name)
+    check_role(role)
+    if name in RESERVED:
+        raise errors.InvalidInput(
+            f"{name!r} is the ledger's own name; choose another",
+            errors=[{"field": "name", "rule": "reserved", "message": ", ".join(sorted(RESERVED))}],
+        )
+    if current is not None and current[1] is None and not replace:
+        raise errors.Conflict(
+            f"{name!r} already has an active {current[0]} key; to issue a new one (the old key "
+            f"stops working) {how_to_replace}, or revoke it first",
+            name=name,
+            role=current[0],
+        )
+    return create_command(name, role, meta, expected_version=current[2] if current else 0)
 
 
 def revoke_command(name: str, meta: dict[str, Any], reason: str | None = None) -> Command:

@@ -325,6 +325,38 @@ def test_revoked_key_stops_working(settings: Settings, keyring: dict[str, str]) 
         assert listed["temp"]["revoked_position"] == revoked_at
 
 
+def test_keys_are_not_replaced_silently_and_reserved_names_refused(
+    settings: Settings, keyring: dict[str, str]
+) -> None:
+    uncached = settings.model_copy(update={"auth_cache_seconds": 0})
+    with TestClient(create_app(uncached)) as client:
+        admin = auth(keyring["admin"])
+        r = client.post("/admin/keys", headers=admin, json={"name": "desk-1", "role": "agent"})
+        assert r.status_code == 201
+        first = r.json()["key"]
+        before = head(client, keyring["auditor"])
+        again = client.post(
+            "/admin/keys", headers=admin, json={"name": "desk-1", "role": "officer"}
+        )
+        assert '"replace": true' in assert_problem(again, 409)["detail"]
+        for name in ("ledger-service", "operator"):
+            r = client.post("/admin/keys", headers=admin, json={"name": name, "role": "admin"})
+            assert assert_problem(r, 422)["errors"][0]["rule"] == "reserved"
+        assert head(client, keyring["auditor"]) == before
+        assert client.get("/audit/head", headers=auth(first)).status_code == 200
+
+        body = {"name": "desk-1", "role": "agent", "replace": True}
+        r = client.post("/admin/keys", headers=admin, json=body)
+        assert r.status_code == 201, r.text
+        assert_problem(client.get("/audit/head", headers=auth(first)), 401)  # the old key is gone
+        assert client.get("/audit/head", headers=auth(r.json()["key"])).status_code == 200
+
+        # after a revocation the name may be given a key again, no replace needed
+        assert client.post("/admin/keys/desk-1/revoke", headers=admin, json={}).status_code == 200
+        r = client.post("/admin/keys", headers=admin, json={"name": "desk-1", "role": "agent"})
+        assert r.status_code == 201, r.text
+
+
 def test_openapi_tells_errors_as_they_are_sent(client: Any) -> None:
     """Every error answer is described as problem+json with the Problem schema,
     /health (no credentials) lists no 401/403, and reads list no 409/412."""

@@ -68,13 +68,16 @@ def test_cli_keys_export_verify_on_its_own_embedded_server(tmp_path: Path) -> No
         made = _ledger(home, "keys", "create", "--name", "auditor-1", "--role", "auditor")
         assert made.returncode == 0, made.stderr.decode()[-4000:]
         assert (home / "pgdata" / "PG_VERSION").exists()  # the server lives under LEDGER_HOME
+        again = _ledger(home, "keys", "create", "--name", "auditor-1", "--role", "auditor")
+        assert again.returncode == 1 and not again.stdout  # an active key is not replaced silently
+        assert b"add --replace" in again.stderr, again.stderr
 
         exported = _ledger(home, "export")
         assert exported.returncode == 0, exported.stderr.decode()[-4000:]
         bundle = tmp_path / "ledger.ndjson"
         bundle.write_bytes(exported.stdout)
         lines = exported.stdout.splitlines()
-        assert len(lines) == 2
+        assert len(lines) == 2  # the refused re-creation wrote nothing
         assert b'"type":"PrincipalKeyCreated"' in lines[0]
 
         checked = _ledger(home, "verify", str(bundle))

@@ -56,6 +56,10 @@ class Health(BaseModel):
 class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
     role: str = Field(pattern=r"^(agent|officer|auditor|admin)$")
+    replace: bool = Field(
+        default=False,
+        description="the principal exists: issue a new key (its old key stops working)",
+    )
 
 
 class KeyCreated(BaseModel):

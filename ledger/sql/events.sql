@@ -68,3 +68,9 @@ SELECT name, role, revoked_position FROM principals WHERE name = %(name)s
 
 -- name: principals_list
 SELECT name, role, created_position, revoked_position FROM principals ORDER BY name
+
+-- name: principal_state
+-- The principal as it stands, with its stream's version (keys.plan_create).
+SELECT p.role, p.revoked_position,
+       (SELECT max(e.version) FROM events e WHERE e.stream = 'principal-' || p.name)
+  FROM principals p WHERE p.name = %(name)s

@@ -19,7 +19,12 @@ Admin = Annotated[Principal, Depends(require("admin"))]
 async def create_key(
     request: Request, ctx: Ctx, admin: Admin, body: KeyCreate, _raw: CheckedBody
 ) -> dict[str, Any]:
-    key, cmd = keys.create_command(body.name, body.role, meta_for(request, admin))
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(q("events", "principal_state"), {"name": body.name})
+        current = await cur.fetchone()
+    key, cmd = keys.plan_create(
+        body.name, body.role, meta_for(request, admin), current, replace=body.replace
+    )
     recorded = await ctx.appender.append(cmd)
     ctx.auth_cache.clear()
     return {"name": body.name, "role": body.role, "key": key, "position": recorded[0].position}
