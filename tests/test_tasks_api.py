@@ -444,3 +444,23 @@ def test_task_types_are_names_not_only_lowercase(
 ) -> None:
     r = post(client, keyring["agent"], "/tasks", {"task_type": task_type, "payload": {}})
     assert r.status_code == 201, r.text
+
+
+def test_correlation_and_causation_ids_come_from_headers(
+    client: Any, keyring: dict[str, str]
+) -> None:
+    """SPEC §1's optional meta: set by X-Correlation-Id / X-Causation-Id, checked,
+    and a bad one is a 422 that writes nothing."""
+    agent = keyring["agent"]
+    body = {"task_type": "position_check", "payload": PAYLOAD}
+    hdrs = {"X-Correlation-Id": "deal-7781", "X-Causation-Id": "msg-0042"}
+    r = post(client, agent, "/tasks", body, **hdrs)
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    events = client.get(f"/tasks/{tid}/events", headers=auth(keyring["officer"])).json()
+    assert events[0]["meta"]["correlation_id"] == "deal-7781"
+    assert events[0]["meta"]["causation_id"] == "msg-0042"
+    before = head(client, keyring["auditor"])
+    r = post(client, agent, "/tasks", body, **{"X-Correlation-Id": "has space"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "X-Correlation-Id"
+    assert head(client, keyring["auditor"]) == before

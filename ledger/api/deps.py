@@ -4,6 +4,7 @@ checks and the canonical-content gate for request bodies."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -96,6 +97,12 @@ def require(*roles: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
     return dep
 
 
+# Optional meta (SPEC §1) a client may set by header: tie the events of one
+# business process together (correlation) and to what caused them (causation).
+META_HEADERS = {"X-Correlation-Id": "correlation_id", "X-Causation-Id": "causation_id"}
+_META_VALUE = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
 def meta_for(request: Request, principal: Principal, **extra: Any) -> dict[str, Any]:
     """Event meta: who (from the key, never the body) and which request."""
     meta: dict[str, Any] = {
@@ -103,6 +110,16 @@ def meta_for(request: Request, principal: Principal, **extra: Any) -> dict[str, 
         "role": principal.role,
         "request_id": request.state.request_id,
     }
+    for header, field in META_HEADERS.items():
+        value = request.headers.get(header)
+        if value is None:
+            continue
+        if not _META_VALUE.match(value):
+            raise errors.InvalidInput(
+                f"{header} must be 1-128 printable ASCII characters without spaces",
+                errors=[{"field": header, "rule": "pattern", "message": _META_VALUE.pattern}],
+            )
+        meta[field] = value
     for k, v in extra.items():
         if v is not None:
             meta[k] = v
