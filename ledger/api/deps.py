@@ -110,7 +110,7 @@ def meta_for(request: Request, principal: Principal, **extra: Any) -> dict[str, 
         "role": principal.role,
         "request_id": request.state.request_id,
     }
-    for header, field in META_HEADERS.items():
+    for header, meta_key in META_HEADERS.items():
         value = request.headers.get(header)
         if value is None:
             continue
@@ -119,7 +119,7 @@ def meta_for(request: Request, principal: Principal, **extra: Any) -> dict[str, 
                 f"{header} must be 1-128 printable ASCII characters without spaces",
                 errors=[{"field": header, "rule": "pattern", "message": _META_VALUE.pattern}],
             )
-        meta[field] = value
+        meta[meta_key] = value
     for k, v in extra.items():
         if v is not None:
             meta[k] = v
