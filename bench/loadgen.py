@@ -8,12 +8,15 @@ seconds and latency percentiles. The same client runs against every HTTP
 comparator, so whatever it costs is paid alike.
 
 A body may contain ``{n}``: it is replaced by a counter unique per request.
+A path may contain ``{rand}``: it is replaced by a uniformly random integer
+in ``1..rand_max`` per request (random positions for proofs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sys
 import time
 from typing import Any
@@ -57,7 +60,11 @@ async def _connection(
     headers = spec.get("headers", {})
     body_t: str = spec.get("body", "")
     templated = "{n}" in body_t
-    fixed = _request(method, path, headers, body_t.encode())
+    randomized = "{rand}" in path
+    rand_max = int(spec.get("rand_max", 1))
+    rng = random.Random(spec.get("seed"))
+    fixed_body = body_t.encode()
+    fixed = _request(method, path, headers, fixed_body)
     reader, writer = await asyncio.open_connection("127.0.0.1", spec["port"])
     lat = out["latencies"]
     try:
@@ -65,9 +72,11 @@ async def _connection(
             t0 = time.perf_counter()
             if t0 >= deadline:
                 break
-            if templated:
+            if templated or randomized:
                 out["n"] += 1
-                req = _request(method, path, headers, body_t.replace("{n}", str(out["n"])).encode())
+                body = body_t.replace("{n}", str(out["n"])).encode() if templated else fixed_body
+                p = path.replace("{rand}", str(rng.randint(1, rand_max))) if randomized else path
+                req = _request(method, p, headers, body)
             else:
                 req = fixed
             writer.write(req)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
 from bench import ledgerdata, servers
@@ -52,6 +53,7 @@ class Config:
     scale_events: int = 10_000_000
     scale: bool = False
     replay_requests: int = 200
+    read_seconds: float = 3.0
 
     @classmethod
     def for_mode(cls, mode: str, *, scale: bool = False) -> Config:
@@ -67,6 +69,7 @@ class Config:
                 scale_events=1_000_000,
                 scale=scale,
                 replay_requests=100,
+                read_seconds=1.0,
             )
         if mode == "tiny":
             return cls(
@@ -83,6 +86,7 @@ class Config:
                 scale_events=5_000,
                 scale=scale,
                 replay_requests=20,
+                read_seconds=0.3,
             )
         return cls(mode, scale=scale)
 
@@ -94,6 +98,8 @@ class Bench:
         self._stack = contextlib.ExitStack()
         self._big: str | None = None
         self.notes: list[str] = []
+        self.keys: dict[str, str] = {}
+        self.tree_note = ""
 
     def close(self) -> None:
         self._stack.close()
@@ -735,6 +741,104 @@ async def _replay_once(url: str, stream: str, at: int, requests: int) -> dict[st
     }
 
 
+@dataclass(slots=True)
+class Served:
+    """``ledger serve`` (one uvicorn worker) on the big ledger, its tree built."""
+
+    port: int
+    key: str  # an auditor's
+    tree_size: int
+    note: str  # the latest signed checkpoint
+    vkey: str
+
+
+def _auditor_key(b: Bench, url: str) -> str:
+    key = b.keys.get(url)
+    if key is None:
+        key = b.keys[url] = make_key(url, "bench-auditor", "auditor")
+    return key
+
+
+@contextlib.contextmanager
+def served_big_ledger(b: Bench) -> Iterator[Served]:
+    """Serve the big ledger and wait until a signed checkpoint covers its head,
+    so that the tree builder is idle while the reads are measured."""
+    url = b.big_ledger()
+    key = _auditor_key(b, url)
+    with tempfile.TemporaryDirectory(prefix="ledger-bench-home-") as home:
+        env = {
+            "LEDGER_DATABASE_URL": url,
+            "LEDGER_HOME": home,
+            "LEDGER_LOG_LEVEL": "warning",
+            "LEDGER_LOG_FORMAT": "json",
+        }
+        t0 = time.perf_counter()
+        with servers.uvicorn("ledger.api.app:create_app", env, 1) as port:
+            with psycopg.connect(url) as conn:
+                head_row = conn.execute("SELECT position FROM ledger_head WHERE id").fetchone()
+            head = int(head_row[0]) if head_row else 0
+            auth = {"Authorization": f"Bearer {key}"}
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 300
+            while True:
+                r = httpx.get(f"{base}/audit/checkpoint", headers=auth, timeout=30)
+                size = int(r.headers.get("X-Ledger-Tree-Size", "0")) if r.is_success else 0
+                if size >= head:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no checkpoint covers the head {head} after 300 s")
+                time.sleep(0.2)
+            took = time.perf_counter() - t0
+            if not b.tree_note:
+                b.tree_note = (
+                    f"The service started on the {b.config.big_events:,}-event ledger built its"
+                    f" Merkle tree and signed a checkpoint of size {size:,} in {took:.1f} s (start"
+                    " of uvicorn included); the reads below start once it has."
+                )
+                b.notes.append(b.tree_note)
+            vkey = httpx.get(f"{base}/audit/public-key", headers=auth, timeout=30).text.strip()
+            yield Served(port, key, size, r.text, vkey)
+
+
+def _http_latency(
+    b: Bench, row: Row, served: Served, path: str, rand_max: int | None = None
+) -> Row:
+    """Requests one after the other on one keep-alive connection (latency, not
+    throughput), from the load generator's own process."""
+    c = b.config
+    spec: dict[str, Any] = {
+        "port": served.port,
+        "method": "GET",
+        "path": path,
+        "headers": {"Authorization": f"Bearer {served.key}"},
+        "connections": 1,
+        "seconds": c.read_seconds,
+        "warmup": c.http_warmup,
+    }
+    if rand_max is not None:
+        spec["rand_max"] = rand_max
+    for rep in range(c.reps):
+        spec["seed"] = rep
+        r = servers.load(spec)
+        if r["requests"] == 0 or r["non_2xx"]:
+            raise RuntimeError(f"{path}: {r['statuses']} {r['errors']}")
+        row.samples.append(r["per_second"])
+        row.p50_ms.append(r["p50_ms"])
+        row.p99_ms.append(r["p99_ms"])
+    return row
+
+
+def _replay_target(url: str, n: int) -> tuple[str, int, int]:
+    stream = "task-" + ledgerdata.REPLAY_TASK
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT max(position), count(*) FROM events WHERE stream = %s", (stream,)
+        ).fetchone()
+    at = int(row[0]) if row and row[0] else n
+    count = int(row[1]) if row else 0
+    return stream, at, count
+
+
 def replay(b: Bench) -> list[Row]:
     c = b.config
     n = c.big_events
@@ -742,26 +846,118 @@ def replay(b: Bench) -> list[Row]:
     if _has("ledger.tasks", "fold") is None:
         return [Row("replay.ledger", wl, "ledger", "replays/s", status=NOT_BUILT)]
     url = b.big_ledger()
-    stream = "task-" + ledgerdata.REPLAY_TASK
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT max(position) FROM events WHERE stream = %s", (stream,)
-        ).fetchone()
-    at = int(row[0]) if row and row[0] else n
+    stream, at, count = _replay_target(url, n)
+    wl = f"replay one task ({count} events) among {n:,}"
 
-    def run() -> Row:
+    def over_http() -> Row:
+        r = Row("replay.ledger", wl, "ledger, GET /tasks/{id}/replay?position=", "replays/s")
+        r.note = "HTTP, one request at a time"
+        with served_big_ledger(b) as served:
+            task = ledgerdata.REPLAY_TASK
+            return _http_latency(b, r, served, f"/tasks/{task}/replay?position={at}")
+
+    def in_process() -> Row:
         r = Row(
-            "replay.ledger",
+            "replay.inprocess",
             wl,
-            "ledger (read_stream up to a position + tasks.fold)",
+            "ledger in process (read_stream up to a position + tasks.fold)",
             "replays/s",
         )
-        r.note = "in process, no HTTP"
+        r.note = "no HTTP: the read and the fold alone"
         return _reps(
             r, c.reps, lambda: asyncio.run(_replay_once(url, stream, at, c.replay_requests))
         )
 
-    return [_guard("replay.ledger", wl, "ledger", run)]
+    return [
+        _guard("replay.ledger", wl, "ledger, GET /tasks/{id}/replay", over_http),
+        _guard("replay.inprocess", wl, "ledger in process", in_process),
+    ]
+
+
+def _check_proofs(url: str, served: Served, count: int) -> None:
+    """Verify ``count`` inclusion proofs for random positions against the signed
+    checkpoint, as an auditor would: a benchmark of wrong answers is no benchmark."""
+    import random
+
+    from ledger import merkle, note
+
+    verifier = note.Verifier.parse(served.vkey)
+    cp, _good = note.open_checkpoint(served.note, [verifier])
+    rng = random.Random(7)
+    base = f"http://127.0.0.1:{served.port}"
+    auth = {"Authorization": f"Bearer {served.key}"}
+    with (
+        httpx.Client(base_url=base, headers=auth, timeout=30) as client,
+        psycopg.connect(url) as conn,
+    ):
+        for _ in range(count):
+            pos = rng.randint(1, cp.size)
+            proof = client.get(
+                "/audit/proof/inclusion", params={"position": pos, "tree_size": cp.size}
+            ).json()
+            row = conn.execute("SELECT hash FROM events WHERE position = %s", (pos,)).fetchone()
+            assert row is not None
+            merkle.verify_inclusion(
+                pos - 1,
+                cp.size,
+                merkle.leaf_hash(bytes(row[0])),
+                [bytes.fromhex(h) for h in proof["hashes"]],
+                cp.root,
+            )
+
+
+def proofs(b: Bench) -> list[Row]:
+    n = b.config.big_events
+    wl = f"inclusion proof at {n:,} events"
+    if _has("ledger.tree", "inclusion_async") is None:
+        return [Row("proof.ledger", wl, "ledger", "proofs/s", status=NOT_BUILT)]
+    url = b.big_ledger()
+    rows: list[Row] = []
+    with contextlib.ExitStack() as stack:
+        try:
+            served = stack.enter_context(served_big_ledger(b))
+        except Exception as exc:
+            status = f"error: {type(exc).__name__}: {exc}"[:200]
+            return [Row("proof.ledger", wl, "ledger", "proofs/s", status=status)]
+        size = served.tree_size
+
+        def inclusion() -> Row:
+            r = Row(
+                "proof.ledger",
+                wl,
+                "ledger, GET /audit/proof/inclusion (random positions)",
+                "proofs/s",
+            )
+            _http_latency(
+                b,
+                r,
+                served,
+                f"/audit/proof/inclusion?position={{rand}}&tree_size={size}",
+                rand_max=size,
+            )
+            checked = 50 if n >= 100_000 else 10
+            _check_proofs(url, served, checked)
+            r.note = (
+                f"HTTP, one request at a time, tree size {size:,}; {checked} proofs"
+                " verified against the signed checkpoint"
+            )
+            return r
+
+        def consistency() -> Row:
+            r = Row(
+                "proof.consistency",
+                f"consistency proof at {n:,} events",
+                "ledger, GET /audit/proof/consistency (random old sizes)",
+                "proofs/s",
+            )
+            r.note = f"HTTP, one request at a time, from a random size to {size:,}"
+            return _http_latency(
+                b, r, served, f"/audit/proof/consistency?from={{rand}}&to={size}", rand_max=size
+            )
+
+        rows.append(_guard("proof.ledger", wl, "ledger", inclusion))
+        rows.append(_guard("proof.consistency", wl, "ledger", consistency))
+    return rows
 
 
 def projection_lag(b: Bench) -> list[Row]:
@@ -784,11 +980,6 @@ def projection_lag(b: Bench) -> list[Row]:
 def rebuild(b: Bench) -> list[Row]:
     wl = f"rebuild the task view from {b.config.big_events:,} events"
     return [Row("rebuild.ledger", wl, "ledger", "s", status=NOT_BUILT)]
-
-
-def proofs(b: Bench) -> list[Row]:
-    wl = f"inclusion proof at {b.config.big_events:,} events"
-    return [Row("proof.ledger", wl, "ledger", "proofs/s", status=NOT_BUILT)]
 
 
 def scale(b: Bench) -> list[Row]:

@@ -29,7 +29,7 @@ def test_a_tiny_bench_run_prints_the_table_and_writes_the_json(
             "bench",
             "--tiny",
             "--only",
-            "http,appends,batch,verify,replay,lag",
+            "http,appends,batch,verify,replay,proof,lag",
             "--out-dir",
             str(tmp_path),
             "--docs",
@@ -63,6 +63,9 @@ def test_a_tiny_bench_run_prints_the_table_and_writes_the_json(
         "verify.offline",
         "verify.readlimit",
         "replay.ledger",
+        "replay.inprocess",
+        "proof.ledger",
+        "proof.consistency",
         "lag1000.ledger",
         "lag2000.ledger",
     }
