@@ -37,7 +37,9 @@ class Context:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def get_ctx(request: Request) -> Context:
+async def get_ctx(request: Request) -> Context:
+    # async on purpose: FastAPI runs a plain def dependency in a worker thread,
+    # one thread hop per request for a getattr
     ctx: Context = request.app.state.ctx
     return ctx
 
