@@ -350,6 +350,83 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON task_leases TO ledger_service;
 
 -- == projections (projections/) ==
 
+-- Where each projection is: it has folded every event up to `position`,
+-- whose event hash is `hash` (so a view can say "I am the ledger up to N, hash
+-- H", and `ledger projections check` can hold it to that). Moved by the
+-- runner in the same transaction as the view rows it wrote: exactly once.
+-- `applied` counts the events applied in total (a double application shows).
+CREATE TABLE IF NOT EXISTS projection_checkpoints (
+    name        text        PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,62}$'),
+    position    bigint      NOT NULL DEFAULT 0 CHECK (position >= 0),
+    hash        bytea       NOT NULL DEFAULT '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea
+                CHECK (length(hash) = 32),
+    applied     bigint      NOT NULL DEFAULT 0 CHECK (applied >= 0),
+    updated_at  timestamptz,
+    holder      text,       -- the runner that last took the lead (host:pid)
+    rebuilt_at  timestamptz
+);
+
+-- The task view (projections/task_view.py): one row per task, the state the
+-- fold in ledger/tasks.py gives, with the columns lists and the queue filter
+-- and order by. Tables are made by a function taking the schema, so that
+-- `ledger projections rebuild` can make fresh ones beside the live ones (with
+-- the same index names) and swap them in.
+CREATE OR REPLACE FUNCTION projection_tasks_tables(target text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format($ddl$
+        CREATE TABLE IF NOT EXISTS %1$I.task_view (
+            id               text    PRIMARY KEY,
+            agent_name       text    NOT NULL,
+            task_type        text    NOT NULL,
+            status           text    NOT NULL,
+            priority         integer NOT NULL,
+            version          bigint  NOT NULL,
+            position         bigint  NOT NULL,  -- of the task's last event
+            created_position bigint  NOT NULL,  -- of its TaskSubmitted: the list order
+            -- ledger.tasks.TaskState as JSON: jsonb would refuse U+0000 and rewrite numbers
+            state            bytea   NOT NULL
+        )$ddl$, target);
+    EXECUTE format('CREATE UNIQUE INDEX IF NOT EXISTS task_view_created_idx ON %I.task_view (created_position)', target);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS task_view_status_idx ON %I.task_view (status, created_position)', target);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS task_view_agent_idx ON %I.task_view (agent_name, created_position)', target);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS task_view_type_idx ON %I.task_view (task_type, created_position)', target);
+    -- the work queue: highest priority first, then the oldest
+    EXECUTE format($ddl$CREATE INDEX IF NOT EXISTS task_view_queue_idx ON %I.task_view
+                        (priority DESC, created_position) WHERE status = 'queued'$ddl$, target);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.task_view TO ledger_service', target);
+END $$;
+
+-- Task counts by status, per agent and per task type (projections/task_counts.py),
+-- and each task's last status, which a move needs to know what to decrement.
+CREATE OR REPLACE FUNCTION projection_task_counts_tables(target text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format($ddl$
+        CREATE TABLE IF NOT EXISTS %1$I.task_counts (
+            dimension text   NOT NULL CHECK (dimension IN ('agent', 'task_type')),
+            key       text   NOT NULL,
+            status    text   NOT NULL,
+            n         bigint NOT NULL,  -- a move subtracts: no CHECK, an upsert checks the proposed row
+            PRIMARY KEY (dimension, key, status)
+        )$ddl$, target);
+    EXECUTE format($ddl$
+        CREATE TABLE IF NOT EXISTS %1$I.task_counts_status (
+            id         text PRIMARY KEY,
+            agent_name text NOT NULL,
+            task_type  text NOT NULL,
+            status     text NOT NULL
+        )$ddl$, target);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.task_counts, %I.task_counts_status TO ledger_service', target, target);
+END $$;
+
+SELECT projection_tasks_tables('public');
+SELECT projection_task_counts_tables('public');
+
+REVOKE ALL ON projection_checkpoints FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE ON projection_checkpoints TO ledger_service;
+
+
 -- == proofs (ledger/merkle.py, ledger/checkpoints.py) ==
 
 -- The RFC 9162 tree over the event hashes (SPEC §5), kept off the append path

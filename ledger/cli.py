@@ -33,6 +33,11 @@ from ledger import worker as _worker  # noqa: E402
 
 EXTRA_COMMANDS["worker"] = (_worker.configure, _worker.run)
 
+# -- projections: the runner (ledger project) and ledger projections list|rebuild|check --
+from projections import cli as _projections_cli  # noqa: E402
+
+EXTRA_COMMANDS.update(_projections_cli.COMMANDS)
+
 
 def _err(msg: str) -> None:
     print(f"ledger: {msg}", file=sys.stderr)
@@ -183,7 +188,7 @@ def cmd_serve(args: Any) -> int:
 
 
 # Background processes `ledger run` starts beside the API: argv lists.
-RUN_COMPANIONS: list[list[str]] = []
+RUN_COMPANIONS: list[list[str]] = [["projections"]]  # python -m projections: the runner
 
 
 def cmd_run(args: Any) -> int:

@@ -47,3 +47,18 @@ class Settings(BaseSettings):
     tree_poll_seconds: float = 0.25
     # GET /audit/checkpoint waits this long for a fresh one when the head is ahead.
     checkpoint_wait_seconds: float = 2.0
+    # -- projections (projections/) --
+    # Most events a projection batch (one transaction) applies.
+    projection_batch_size: int = 1000
+    # A leading runner wakes on NOTIFY, and polls this often besides (seconds).
+    projection_poll_seconds: float = 0.5
+    # A standby runner tries to take the lead this often (seconds).
+    projection_standby_seconds: float = 1.0
+    # After a batch failed (an event the fold refuses), wait this long to retry.
+    projection_retry_seconds: float = 5.0
+    # Run a projection runner inside each API process too (a thread; the
+    # processes and any `ledger project` share the lead). `ledger run` starts a
+    # separate runner instead.
+    projections_in_api: bool = False
+    # POST /tasks/claim: how many queued candidates it tries before a 503.
+    claim_candidates: int = 20

@@ -1,0 +1,3 @@
+from projections.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,246 @@
+"""The projection runner: a checkpointed loop per projection, one leader each.
+
+For each projection a thread tries ``pg_try_advisory_lock`` on a dedicated
+connection. The one that gets it leads: it LISTENs on ``ledger_events`` (and
+polls every ``projection_poll_seconds`` besides) and runs batches; the others
+are hot standbys that try the lock again every ``projection_standby_seconds``
+and take over when the leader's session ends (PostgreSQL releases the lock
+the moment the leader's connection drops, ``kill -9`` included).
+
+A batch is one transaction on a second connection: lock the projection's
+checkpoint row, read the events after it (at most ``projection_batch_size``),
+apply them, move the checkpoint (position and the event hash there) and
+NOTIFY ``ledger_projections``. A crash anywhere rolls all of it back, so each
+event is applied exactly once.
+
+Why reading "after the checkpoint, in position order" never skips an event
+that commits late: positions are not taken from a SEQUENCE. ``ledger_append``
+(schema.sql) locks the ``ledger_head`` row FOR UPDATE before it numbers any
+event and holds that lock until it commits, and PostgreSQL makes a commit
+visible before it releases the committing transaction's locks. So appends are
+serialized and become visible in position order: once the head row shows
+position H, every event at or below H is committed and visible. A batch reads
+the head first and then only events up to it; an event above H may still be
+in flight and is left for the next batch.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg import sql
+
+from ledger import db, errors, store
+from ledger.db import q
+from ledger.settings import Settings
+from ledger.tasks import format_time
+from projections import Projection, registry
+
+log = structlog.get_logger("projections.runner")
+
+LOCK_CLASS = 0x1ED6E7  # advisory lock (class, crc32 of the name): one leader per projection
+REBUILD_CLASS = 0x1ED6E8  # one rebuild per projection at a time
+CHANNEL = "ledger_projections"
+ZERO_HASH = bytes(32)
+
+
+def lock_key(name: str) -> int:
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+def connect(
+    url: str, role: str | None, application: str, *, autocommit: bool = True
+) -> psycopg.Connection[Any]:
+    """A connection for projection work. No prepared statements: a rebuild swaps
+    the view tables under the runner, and plain statements simply see the new ones."""
+    conn = psycopg.connect(
+        url, autocommit=True, application_name=application[:63], prepare_threshold=None
+    )
+    db.session_setup(role)(conn)
+    conn.autocommit = autocommit
+    return conn
+
+
+class LeadLost(errors.LedgerError):
+    """The checkpoint moved under this runner: another one leads now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    applied: int  # events applied
+    position: int  # the checkpoint after the batch
+    full: bool  # the batch was cut at the size limit: more are waiting
+    moved: bool  # the checkpoint moved
+
+
+def ensure_checkpoint(conn: psycopg.Connection[Any], name: str) -> None:
+    with conn.transaction():
+        conn.execute(q("projections", "ensure_checkpoint"), {"name": name})
+
+
+def run_batch(conn: psycopg.Connection[Any], projection: Projection, limit: int) -> Batch:
+    """Apply the next events after the checkpoint and move it, in one transaction."""
+    with conn.transaction():
+        row = conn.execute(
+            q("projections", "checkpoint_for_update"), {"name": projection.name}
+        ).fetchone()
+        if row is None:
+            raise errors.LedgerError(f"projection {projection.name} has no checkpoint row")
+        old = int(row[0])
+        head = conn.execute(q("projections", "head")).fetchone()
+        assert head is not None
+        head_pos, head_hash = int(head[0]), bytes(head[1])
+        if head_pos <= old:
+            return Batch(0, old, False, False)
+        rows = conn.execute(
+            q("projections", "batch"),
+            {
+                "after": old,
+                "upto": head_pos,
+                "types": list(projection.event_types),
+                "limit": limit,
+            },
+        ).fetchall()
+        full = len(rows) == limit
+        if full:
+            new_pos, new_hash = int(rows[-1][0]), bytes(rows[-1][2])
+        else:
+            new_pos, new_hash = head_pos, head_hash
+        if rows:
+            projection.apply_batch(conn, [store.event_from_row(c, h) for _, c, h in rows])
+        moved = conn.execute(
+            q("projections", "move_checkpoint"),
+            {
+                "name": projection.name,
+                "old": old,
+                "position": new_pos,
+                "hash": new_hash,
+                "applied": len(rows),
+            },
+        )
+        if moved.rowcount != 1:
+            raise LeadLost(f"the checkpoint of {projection.name} moved under this runner")
+        conn.execute(q("projections", "notify"), {"payload": f"{projection.name}:{new_pos}"})
+    return Batch(len(rows), new_pos, full, True)
+
+
+def catch_up(conn: psycopg.Connection[Any], projection: Projection, limit: int = 1000) -> int:
+    """Run batches until the projection has folded the head it saw; its position."""
+    ensure_checkpoint(conn, projection.name)
+    while True:
+        b = run_batch(conn, projection, limit)
+        if not b.full:
+            return b.position
+
+
+class Runner:
+    """Leads (or stands by for) each of ``names`` (default: every projection)."""
+
+    def __init__(self, url: str, settings: Settings, names: list[str] | None = None) -> None:
+        known = registry()
+        unknown = [n for n in names or [] if n not in known]
+        if unknown:
+            raise errors.InvalidInput(
+                f"no projection named {', '.join(unknown)}; known: {', '.join(known)}"
+            )
+        self.url = url
+        self.settings = settings
+        self.projections = [known[n] for n in names] if names else list(known.values())
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self.stopping = threading.Event()
+        self.leading: dict[str, bool] = {p.name: False for p in self.projections}
+        self.threads = [
+            threading.Thread(
+                target=self._follow, args=(p,), name=f"projection-{p.name}", daemon=True
+            )
+            for p in self.projections
+        ]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(timeout)
+
+    def wait(self) -> None:
+        for t in self.threads:
+            while t.is_alive():
+                t.join(1.0)
+
+    def _follow(self, p: Projection) -> None:
+        app = f"ledger-projection:{p.name}"
+        while not self.stopping.is_set():
+            try:
+                with connect(self.url, self.settings.db_role, app) as lock_conn:
+                    got = lock_conn.execute(
+                        q("projections", "try_lock"), {"class": LOCK_CLASS, "key": lock_key(p.name)}
+                    ).fetchone()
+                    if not (got and got[0]):
+                        lock_conn.close()
+                        self.stopping.wait(self.settings.projection_standby_seconds)
+                        continue
+                    lock_conn.execute("LISTEN ledger_events")
+                    with connect(self.url, self.settings.db_role, app, autocommit=False) as work:
+                        self._lead(p, lock_conn, work)
+            except (psycopg.Error, OSError, LeadLost) as exc:
+                if not self.stopping.is_set():
+                    log.warning("projection_lead_lost", projection=p.name, error=str(exc))
+                    self.stopping.wait(1.0)
+            except Exception as exc:
+                log.exception("projection_apply_failed", projection=p.name, error=str(exc))
+                self.stopping.wait(self.settings.projection_retry_seconds)
+            finally:
+                self.leading[p.name] = False
+
+    def _lead(
+        self, p: Projection, lock_conn: psycopg.Connection[Any], work: psycopg.Connection[Any]
+    ) -> None:
+        ensure_checkpoint(work, p.name)
+        with work.transaction():
+            work.execute(q("projections", "take_lead"), {"name": p.name, "holder": self.holder})
+        self.leading[p.name] = True
+        log.info("projection_lead_taken", projection=p.name, holder=self.holder)
+        limit = self.settings.projection_batch_size
+        behind = True
+        while not self.stopping.is_set():
+            b = run_batch(work, p, limit)
+            if b.full:
+                behind = True
+                continue
+            if behind:
+                log.info("projection_caught_up", projection=p.name, position=b.position)
+                behind = False
+            for _n in lock_conn.notifies(
+                timeout=self.settings.projection_poll_seconds, stop_after=1
+            ):
+                pass
+
+
+def drop_schema(conn: psycopg.Connection[Any], schema: str) -> None:
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def status_item(row: Any, held: set[int]) -> dict[str, Any]:
+    name, position, h, applied, updated_at, holder, rebuilt_at, head, lag_seconds = row
+    return {
+        "name": name,
+        "position": int(position),
+        "hash": bytes(h).hex(),
+        "applied": int(applied),
+        "lag_events": max(0, int(head) - int(position)),
+        "lag_seconds": round(float(lag_seconds), 3) if lag_seconds is not None else 0.0,
+        "leading": lock_key(name) in held,
+        "holder": holder,
+        "updated_at": format_time(updated_at) if updated_at else None,
+        "rebuilt_at": format_time(rebuilt_at) if rebuilt_at else None,
+    }

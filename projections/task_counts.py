@@ -1,0 +1,129 @@
+"""Task counts by status, per agent (the submitter) and per task type.
+
+Only the events that move a task's status are read. Each task's last status
+is kept (``task_counts_status``) so a move decrements the status it leaves
+and increments the one it enters; the counts are ``task_counts``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+
+from ledger import tasks
+from ledger.db import q
+from projections import Projection
+
+NAME = "task_counts"
+
+# The status each event leaves a task in (SPEC §3); ledger.tasks.evolve agrees,
+# which tests/test_projections.py checks. Events not listed keep the status.
+STATUS_AFTER: dict[str, str] = {
+    "TaskSubmitted": tasks.QUEUED,
+    "TaskClaimed": tasks.RUNNING,
+    "TaskApprovalRequested": tasks.AWAITING_APPROVAL,
+    "TaskApproved": tasks.RUNNING,
+    "TaskRejected": tasks.REJECTED,
+    "TaskCompleted": tasks.DONE,
+    "TaskFailed": tasks.FAILED,
+    "TaskRequeued": tasks.QUEUED,
+    "TaskCancelled": tasks.CANCELLED,
+}
+
+Key = tuple[str, str, str]  # (dimension, key, status)
+
+
+def _moves(
+    known: dict[str, tuple[str, str, str]], events: Iterable[dict[str, Any]]
+) -> Counter[Key]:
+    """Fold ``events`` into ``known`` (id -> (agent, type, status)); the count deltas."""
+    delta: Counter[Key] = Counter()
+    for e in events:
+        new = STATUS_AFTER.get(e["type"])
+        if new is None:
+            continue
+        tid = tasks.task_id_of(e["stream"])
+        if e["type"] == "TaskSubmitted" and tid not in known:
+            agent = str((e.get("meta") or {}).get("actor", ""))
+            known[tid] = (agent, str(e["data"]["task_type"]), new)
+            delta[("agent", agent, new)] += 1
+            delta[("task_type", known[tid][1], new)] += 1
+            continue
+        if tid not in known:
+            raise ValueError(f"{e['type']} at position {e['position']} before its TaskSubmitted")
+        agent, ttype, old = known[tid]
+        known[tid] = (agent, ttype, new)
+        for dim, key in (("agent", agent), ("task_type", ttype)):
+            delta[(dim, key, old)] -= 1
+            delta[(dim, key, new)] += 1
+    return delta
+
+
+class TaskCounts(Projection):
+    name = NAME
+    event_types = tuple(STATUS_AFTER)
+    tables = ("task_counts", "task_counts_status")
+    tables_function = "projection_task_counts_tables"
+
+    def apply_batch(self, conn: psycopg.Connection[Any], events: Sequence[dict[str, Any]]) -> None:
+        ids = list(dict.fromkeys(tasks.task_id_of(e["stream"]) for e in events))
+        known: dict[str, tuple[str, str, str]] = {
+            tid: (agent, ttype, status)
+            for tid, agent, ttype, status in conn.execute(
+                q("projections", "counts_status"), {"ids": ids}
+            ).fetchall()
+        }
+        before = dict(known)
+        delta = _moves(known, events)
+        changed = [tid for tid, v in known.items() if before.get(tid) != v]
+        if changed:
+            conn.execute(
+                q("projections", "counts_status_upsert"),
+                {
+                    "id": changed,
+                    "agent_name": [known[t][0] for t in changed],
+                    "task_type": [known[t][1] for t in changed],
+                    "status": [known[t][2] for t in changed],
+                },
+            )
+        moves = sorted((k, n) for k, n in delta.items() if n)
+        if moves:
+            conn.execute(
+                q("projections", "counts_add"),
+                {
+                    "dimension": [k[0] for k, _ in moves],
+                    "key": [k[1] for k, _ in moves],
+                    "status": [k[2] for k, _ in moves],
+                    "n": [n for _, n in moves],
+                },
+            )
+
+    def fold(self, events: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        known: dict[str, tuple[str, str, str]] = {}
+        counts = _moves(known, events)
+        out: dict[str, Any] = {f"{d}/{k}/{s}": n for (d, k, s), n in counts.items() if n}
+        out.update({f"task/{tid}": list(v) for tid, v in known.items()})
+        return out
+
+    def read(self, conn: psycopg.Connection[Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            f"{d}/{k}/{s}": int(n)
+            for d, k, s, n in conn.execute(q("projections", "counts_all")).fetchall()
+        }
+        for tid, agent, ttype, status in conn.execute(
+            q("projections", "counts_status_all")
+        ).fetchall():
+            out[f"task/{tid}"] = [agent, ttype, status]
+        return out
+
+
+async def stats(conn: psycopg.AsyncConnection[Any]) -> dict[str, dict[str, dict[str, int]]]:
+    """{"agent": {name: {status: n}}, "task_type": {type: {status: n}}}"""
+    out: dict[str, dict[str, dict[str, int]]] = {"agent": {}, "task_type": {}}
+    cur = await conn.execute(q("projections", "counts_all"))
+    for dim, key, status, n in await cur.fetchall():
+        out[dim].setdefault(key, {})[status] = int(n)
+    return out

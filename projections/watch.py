@@ -1,0 +1,140 @@
+"""The API side of the projections: how far each view is, and waiting for it.
+
+:class:`Watcher` (a SERVICES entry) LISTENs on ``ledger_projections``, where
+the runner announces ``<name>:<position>`` with every batch it commits, so a
+request waiting for ``min_position`` wakes as soon as the view has it (and
+re-reads the checkpoint every ``POLL`` seconds in case a notification was
+missed). ``projections_in_api`` also runs a runner thread here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from ledger import db, errors
+from ledger.db import q
+from projections.runner import CHANNEL, Runner
+
+log = structlog.get_logger("projections.watch")
+
+POLL = 0.25
+
+
+class ProjectionBehind(errors.Unavailable):
+    """The view had not folded the position asked for when the wait ran out."""
+
+    title = "View not caught up"
+    type_slug = "projection-behind"
+
+
+class Watcher:
+    def __init__(self, pool: AsyncConnectionPool, url: str, role: str | None) -> None:
+        self.pool = pool
+        self.url = url
+        self.role = role
+        self.positions: dict[str, int] = {}
+        self.changed = asyncio.Condition()
+        self.task: asyncio.Task[None] | None = None
+
+    async def position(self, name: str) -> int:
+        """The projection's checkpoint, read now (0 before its first batch)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(q("projections", "checkpoint"), {"name": name})
+            row = await cur.fetchone()
+        pos = int(row[0]) if row else 0
+        self._seen(name, pos)
+        return pos
+
+    def _seen(self, name: str, pos: int) -> None:
+        if pos > self.positions.get(name, -1):
+            self.positions[name] = pos
+
+    async def wait_for(self, name: str, target: int, timeout: float) -> int:
+        """Wait until projection ``name`` has folded ``target``, at most ``timeout``
+        seconds; returns the position it is at (below ``target`` if it ran out)."""
+        pos = await self.position(name)
+        deadline = time.monotonic() + timeout
+        while pos < target:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return pos
+            async with self.changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), min(left, POLL))
+            known = self.positions.get(name, 0)
+            pos = known if known >= target else await self.position(name)
+        return pos
+
+    async def run(self) -> None:
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, application_name="ledger-api-watch"
+                )
+                async with conn:
+                    await db.async_session_setup(self.role)(conn)
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    async for n in conn.notifies():
+                        name, _, pos = n.payload.rpartition(":")
+                        if pos.isdigit():
+                            self._seen(name, int(pos))
+                            async with self.changed:
+                                self.changed.notify_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("projection_watch_lost", error=str(exc))
+                await asyncio.sleep(1.0)
+
+
+async def ensure(ctx: Any, name: str, min_position: int | None) -> int:
+    """Wait (at most ``max_wait_seconds``) until ``name`` has folded ``min_position``.
+
+    Returns the position the view is at; raises ProjectionBehind (503) when
+    the wait ran out, saying where the view is."""
+    watcher: Watcher = ctx.extras["projection_watcher"]
+    if min_position is None:
+        return await watcher.position(name)
+    wait = float(ctx.settings.max_wait_seconds)
+    pos = await watcher.wait_for(name, min_position, wait)
+    if pos < min_position:
+        raise ProjectionBehind(
+            f"the {name} view has folded the ledger up to position {pos}, not yet "
+            f"{min_position}, after waiting {wait:g} s; retry shortly (GET /projections "
+            "shows its lag)",
+            projection=name,
+            position=pos,
+            min_position=min_position,
+            retry_after=1,
+        )
+    return pos
+
+
+async def start_watcher(ctx: Any) -> Callable[[], Awaitable[None]]:
+    """SERVICES entry: the watcher, and a runner thread when ``projections_in_api``."""
+    watcher = Watcher(ctx.pool, ctx.url, ctx.settings.db_role)
+    watcher.task = asyncio.create_task(watcher.run(), name="projection-watch")
+    ctx.extras["projection_watcher"] = watcher
+    ctx.extras["claim_slots"] = asyncio.Semaphore(max(1, int(ctx.settings.pool_max) // 2))
+    runner: Runner | None = None
+    if ctx.settings.projections_in_api:
+        runner = Runner(ctx.url, ctx.settings)
+        runner.start()
+
+    async def stop() -> None:
+        if watcher.task is not None:
+            watcher.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher.task
+        if runner is not None:
+            await asyncio.to_thread(runner.stop)
+
+    return stop
