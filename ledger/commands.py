@@ -213,6 +213,16 @@ async def execute(
     )
 
 
+async def prior_outcome(
+    pool: AsyncConnectionPool, actor: str, idempotency: tuple[str, Any]
+) -> Outcome | None:
+    """The first answer to an Idempotency-Key ``actor`` already used for this
+    request (``Outcome.duplicate``), or None when the key is new. The queue
+    claim asks before it picks a task, since its request names none."""
+    key, request = idempotency
+    return await _prior(pool, actor, key, request_digest(request))
+
+
 def _precondition(task_id: str, expected: int, actual: int) -> errors.PreconditionFailed:
     return errors.PreconditionFailed(
         f"task {task_id} is at version {actual}, not {expected}; read it again",

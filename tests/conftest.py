@@ -92,7 +92,10 @@ def db_url(pg_server: dict[str, Any], template_db: str) -> Iterator[str]:
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    return Settings(database_url=db_url, log_format="json", log_level="warning")
+    # the views need a runner: one runs inside the test app (projections_in_api)
+    return Settings(
+        database_url=db_url, log_format="json", log_level="warning", projections_in_api=True
+    )
 
 
 @pytest.fixture

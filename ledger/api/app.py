@@ -43,6 +43,12 @@ from ledger.api.routes import tasks as task_routes  # noqa: E402
 ROUTERS.append(task_routes.router)
 SERVICES.append(leases.start_sweeper)
 # -- projections: ROUTERS.append(...) / SERVICES.append(...) here --
+from ledger.api.routes import views as view_routes  # noqa: E402
+from projections.watch import start_watcher  # noqa: E402
+
+# before the task router: GET /tasks/stats is not a task id
+ROUTERS.insert(ROUTERS.index(task_routes.router), view_routes.router)
+SERVICES.append(start_watcher)
 # -- proofs: ROUTERS.append(...) / SERVICES.append(...) here --
 ROUTERS.append(proofs_router)
 SERVICES.append(start_checkpoints)

@@ -32,7 +32,9 @@ def problem(
     if instance:
         body["instance"] = instance
     body.update({k: v for k, v in extra.items() if v is not None})
-    headers = {"WWW-Authenticate": 'Bearer realm="ledger"'} if status == 401 else None
+    headers = {"WWW-Authenticate": 'Bearer realm="ledger"'} if status == 401 else {}
+    if extra.get("retry_after") is not None:
+        headers["Retry-After"] = str(extra["retry_after"])
     return ProblemResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 

@@ -25,6 +25,7 @@ from ledger.api.task_models import (
     TaskSubmitted,
     Written,
 )
+from projections import task_view, watch
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {"application/problem+json": {}}}
@@ -323,13 +324,31 @@ async def cancel(
     return tasks.view(out.state)
 
 
-@router.get("/tasks/{task_id}", response_model=TaskOut)
-async def get_task(ctx: Ctx, _: Caller, task_id: TaskId, response: Response) -> dict[str, Any]:
-    """The task's current state, folded from its events."""
-    state, _events = await commands.load(ctx.pool, str(task_id))
+@router.get("/tasks/{task_id}", response_model=TaskOut, responses={503: {"model": Problem}})
+async def get_task(
+    ctx: Ctx,
+    _: Caller,
+    task_id: TaskId,
+    response: Response,
+    min_position: Annotated[
+        int | None,
+        Query(ge=0, description="wait (bounded) until the task view includes this position"),
+    ] = None,
+) -> dict[str, Any]:
+    """The task's current state from the task view (the same fold, kept by the
+    projection runner; it may lag the writes by a moment). ``min_position``:
+    the position a command answered with; the view is awaited until it
+    includes it (read your writes), at most ``max_wait_seconds``, else 503."""
+    pos = await watch.ensure(ctx, task_view.NAME, min_position)
+    async with ctx.pool.connection() as conn:
+        state = await task_view.get(conn, str(task_id))
     if state is None:
-        raise errors.NotFound(f"no task {task_id}")
+        raise errors.NotFound(
+            f"no task {task_id} in the task view (folded up to position {pos})",
+            view_position=pos,
+        )
     response.headers["ETag"] = f'"{state.version}"'
+    response.headers["X-Projection-Position"] = str(pos)
     return tasks.view(state)
 
 

@@ -1,0 +1,189 @@
+"""Reads from the projections (SPEC §4): task lists with keyset pagination,
+counts, the projections' status, and the work queue's claim.
+
+Registered before the task router: ``/tasks/stats`` must not be taken for a
+task id by ``GET /tasks/{task_id}``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from ledger import errors, tasks
+from ledger.api.deps import Caller, CheckedBody, Ctx, Principal, meta_for, require
+from ledger.api.models import Problem
+from ledger.api.routes.tasks import REPLAYED_HEADER, Agent, IdempotencyKey, _lease_seconds
+from ledger.api.task_models import TASK_TYPE_PATTERN, LeaseRequest, Status, TaskOut
+from ledger.api.view_models import ClaimNext, ProjectionsOut, TaskPage, TaskStats
+from ledger.db import q
+from projections import queue, task_counts, task_view
+from projections.runner import LOCK_CLASS, status_item
+from projections.watch import ensure
+
+router = APIRouter(
+    tags=["views"],
+    responses={
+        503: {"model": Problem, "content": {"application/problem+json": {}}},
+    },
+)
+
+Overseer = Annotated[Principal, Depends(require("officer", "auditor", "admin"))]
+POSITION_HEADER = "X-Projection-Position"
+AGENT_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+CURSOR_PREFIX = "c1."
+MinPosition = Annotated[
+    int | None,
+    Query(ge=0, description="wait (bounded) until the view includes this ledger position"),
+]
+
+
+def _filters_digest(filters: tuple[str | None, ...]) -> str:
+    return hashlib.sha256(orjson.dumps(filters)).hexdigest()[:12]
+
+
+def encode_cursor(after: int, filters: tuple[str | None, ...]) -> str:
+    raw = orjson.dumps([after, _filters_digest(filters)])
+    return CURSOR_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, filters: tuple[str | None, ...]) -> int:
+    def bad(message: str) -> errors.InvalidInput:
+        return errors.InvalidInput(
+            f"cursor: {message}; pass the next_cursor of the previous page unchanged",
+            errors=[{"field": "cursor", "rule": "cursor", "message": message}],
+        )
+
+    if not cursor.startswith(CURSOR_PREFIX):
+        raise bad("not a cursor this service gave out")
+    body = cursor[len(CURSOR_PREFIX) :]
+    try:
+        value = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (binascii.Error, ValueError):
+        raise bad("not a cursor this service gave out") from None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not isinstance(value[0], int)
+        or isinstance(value[0], bool)
+        or value[0] < 0
+        or not isinstance(value[1], str)
+    ):
+        raise bad("not a cursor this service gave out")
+    if value[1] != _filters_digest(filters):
+        raise bad("this cursor belongs to a list with other filters")
+    return int(value[0])
+
+
+@router.get("/tasks", response_model=TaskPage)
+async def list_tasks(
+    ctx: Ctx,
+    _: Caller,
+    response: Response,
+    status: Annotated[Status | None, Query(description="only tasks in this status")] = None,
+    agent_name: Annotated[
+        str | None,
+        Query(pattern=AGENT_PATTERN, description="only tasks this agent submitted"),
+    ] = None,
+    task_type: Annotated[str | None, Query(pattern=TASK_TYPE_PATTERN)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    min_position: MinPosition = None,
+) -> dict[str, Any]:
+    """Tasks from the task view, in submission order, ``limit`` at a time.
+
+    The order is each task's submission position, which never changes, so
+    following ``next_cursor`` neither repeats nor skips a task however many
+    are written meanwhile (a task whose status changes may of course leave or
+    enter a status filter between pages)."""
+    filters = (status, agent_name, task_type)
+    after = decode_cursor(cursor, filters) if cursor is not None else 0
+    pos = await ensure(ctx, task_view.NAME, min_position)
+    async with ctx.pool.connection() as conn:
+        rows = await task_view.page(
+            conn,
+            after=after,
+            limit=limit + 1,
+            status=status,
+            agent_name=agent_name,
+            task_type=task_type,
+        )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    response.headers[POSITION_HEADER] = str(pos)
+    return {
+        "items": [tasks.view(st) for st, _created in rows],
+        "next_cursor": encode_cursor(rows[-1][1], filters) if more else None,
+    }
+
+
+@router.get("/tasks/stats", response_model=TaskStats)
+async def task_stats(
+    ctx: Ctx, _: Caller, response: Response, min_position: MinPosition = None
+) -> dict[str, Any]:
+    """Tasks by status, per submitting agent and per task type (the task_counts view)."""
+    pos = await ensure(ctx, task_counts.NAME, min_position)
+    async with ctx.pool.connection() as conn:
+        counts = await task_counts.stats(conn)
+    response.headers[POSITION_HEADER] = str(pos)
+    return {"position": pos, "by_agent": counts["agent"], "by_task_type": counts["task_type"]}
+
+
+@router.post(
+    "/tasks/claim",
+    response_model=TaskOut,
+    responses={204: {"description": "no task of those types is queued"}},
+)
+async def claim_next(
+    request: Request,
+    response: Response,
+    ctx: Ctx,
+    agent: Agent,
+    raw: CheckedBody,
+    body: ClaimNext | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """Claim the next queued task (of ``task_types``): highest priority first,
+    then the oldest. 204 when none is queued."""
+    lease = _lease_seconds(ctx, LeaseRequest(lease_seconds=body.lease_seconds) if body else None)
+    idem = None
+    if idempotency_key is not None:
+        idem = (idempotency_key, {"route": "POST /tasks/claim", "task_id": None, "body": raw})
+    out = await queue.claim_next(
+        ctx,
+        agent,
+        body.task_types if body else None,
+        lease,
+        meta=meta_for(request, agent, idempotency_key=idempotency_key),
+        idempotency=idem,
+        slots=ctx.extras["claim_slots"],
+        candidates=ctx.settings.claim_candidates,
+    )
+    if out is None:
+        return Response(status_code=204)
+    if out.duplicate:
+        response.headers[REPLAYED_HEADER] = "true"
+    response.headers["ETag"] = f'"{out.state.version}"'
+    response.headers["Location"] = f"/tasks/{out.task_id}"
+    return tasks.view(out.state)
+
+
+@router.get("/projections", response_model=ProjectionsOut)
+async def list_projections(ctx: Ctx, _: Overseer) -> dict[str, Any]:
+    """Every projection: how far it has folded the ledger (position and the
+    event hash there), its lag behind the head, and whether a runner leads it."""
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(q("projections", "status"))
+        rows = await cur.fetchall()
+        cur = await conn.execute(q("projections", "held_locks"), {"class": LOCK_CLASS})
+        held = {int(r[0]) for r in await cur.fetchall()}
+        cur = await conn.execute(q("projections", "head"))
+        head_row = await cur.fetchone()
+    head = int(head_row[0]) if head_row else 0
+    return {"head_position": head, "items": [status_item(r, held) for r in rows]}
