@@ -221,7 +221,7 @@ def test_the_queue_claims_by_priority_then_age_and_type(
     assert client.post("/tasks/claim", json={}, headers=auth(worker)).status_code == 204
     # officers do not claim; bad bodies are 422
     assert client.post("/tasks/claim", headers=auth(keyring["officer"])).status_code == 403
-    for body in ({"task_types": []}, {"task_types": ["BAD"]}, {"lease_seconds": 0}, {"x": 1}):
+    for body in ({"task_types": []}, {"task_types": ["bad type"]}, {"lease_seconds": 0}, {"x": 1}):
         r = client.post("/tasks/claim", json=body, headers=auth(worker))
         assert r.status_code == 422, body
 

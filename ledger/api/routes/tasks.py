@@ -324,7 +324,11 @@ async def cancel(
     return tasks.view(out.state)
 
 
-@router.get("/tasks/{task_id}", response_model=TaskOut, responses={503: {"model": Problem}})
+@router.get(
+    "/tasks/{task_id}",
+    response_model=TaskOut,
+    responses={503: {"model": Problem, "content": {"application/problem+json": {}}}},
+)
 async def get_task(
     ctx: Ctx,
     _: Caller,

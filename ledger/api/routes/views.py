@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from ledger import errors, tasks
+from ledger import errors, keys, tasks
 from ledger.api.deps import Caller, CheckedBody, Ctx, Principal, meta_for, require
 from ledger.api.models import Problem
 from ledger.api.routes.tasks import REPLAYED_HEADER, Agent, IdempotencyKey, _lease_seconds
@@ -34,7 +34,7 @@ router = APIRouter(
 
 Overseer = Annotated[Principal, Depends(require("officer", "auditor", "admin"))]
 POSITION_HEADER = "X-Projection-Position"
-AGENT_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+AGENT_PATTERN = keys.NAME_RE.pattern
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 CURSOR_PREFIX = "c1."
