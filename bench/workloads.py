@@ -960,26 +960,211 @@ def proofs(b: Bench) -> list[Row]:
     return rows
 
 
-def projection_lag(b: Bench) -> list[Row]:
-    rows = []
-    for rate in (1000, 2000):
-        wl = f"projection lag at {rate:,} events/s"
-        mod = _has("bench.projection_lag")
-        rows.append(
-            Row(
-                f"lag{rate}.ledger",
-                wl,
-                "ledger (commit to visible in the task view)",
-                "ms",
-                status=NOT_BUILT if mod is None else "error: not wired yet",
-            )
+LAG_SYSTEM = "ledger (commit to visible in the task view)"
+
+
+@contextlib.contextmanager
+def _runner(url: str) -> Iterator[None]:
+    """``python -m projections`` on ``url`` as its own process, once it leads."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LEDGER_DATABASE_URL": url, "LEDGER_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen([sys.executable, "-m", "projections"], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        with psycopg.connect(url, autocommit=True) as conn:
+            while True:
+                row = conn.execute(
+                    "SELECT count(*) FROM projection_checkpoints WHERE holder IS NOT NULL"
+                ).fetchone()
+                if row and row[0] >= 2:
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the projection runner did not start")
+                time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+_LIFECYCLE = ["TaskSubmitted", "TaskClaimed"] + ["TaskStepRecorded"] * 7 + ["TaskCompleted"]
+
+
+def _lifecycle_event(k: int, worker: str) -> NewEvent:
+    """Event ``k`` of a 10-event task history (the shape of bench.ledgerdata)."""
+    etype = _LIFECYCLE[k]
+    if etype == "TaskSubmitted":
+        return NewEvent(etype, {"task_type": "position_check", "payload": PAYLOAD, "priority": 0})
+    if etype == "TaskClaimed":
+        return NewEvent(
+            etype, {"worker": worker, "lease_expires_at": "2030-01-01T00:00:00.000000Z"}
         )
-    return rows
+    if etype == "TaskCompleted":
+        return NewEvent(etype, {"result": {"status": "processed"}})
+    return NewEvent(etype, {"kind": "note", "content": f"step {k - 1}"})
+
+
+async def _lag_once(url: str, rate: int, seconds: float, warmup: float) -> dict[str, Any]:
+    """Append single-event commands at a steady ``rate`` for ``seconds`` (after
+    ``warmup``): 200 task histories at a time, each event on the next task in
+    turn. Each event's lag is from its append returning (committed) to the
+    first ``ledger_projections`` notification of the task view at or past its
+    position (the runner sends it as it commits the batch)."""
+    import bisect
+
+    seen: list[tuple[int, float]] = []  # (position, when), as the runner announced them
+    listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    await listener.execute("LISTEN ledger_projections")
+
+    async def listen() -> None:
+        async for n in listener.notifies():
+            name, _, pos = n.payload.rpartition(":")
+            if name == "tasks":
+                seen.append((int(pos), time.perf_counter()))
+
+    listening = asyncio.create_task(listen())
+    appender = Appender(url)
+    await appender.start()
+    committed: list[tuple[int, float]] = []
+    streams = [f"task-{uuid.uuid4()}" for _ in range(200)]
+    steps = [0] * len(streams)
+    tick = 0.005
+    per_tick = rate * tick
+    owed = 0.0
+    sent = 0
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(i: int, measure: bool) -> None:
+        k = steps[i]
+        steps[i] += 1
+        cmd = Command(streams[i], [_lifecycle_event(k, "agent-1")], _meta(i))
+        if k == len(_LIFECYCLE) - 1:
+            streams[i], steps[i] = f"task-{uuid.uuid4()}", 0
+        (rec,) = await appender.append(cmd)
+        if measure:
+            committed.append((rec.position, time.perf_counter()))
+
+    start = time.perf_counter()
+    measure_from = start + warmup
+    end = measure_from + seconds
+    try:
+        n = 0
+        while True:
+            now = time.perf_counter()
+            if now >= end:
+                break
+            owed += per_tick
+            while owed >= 1:
+                owed -= 1
+                t = asyncio.create_task(one(sent % len(streams), now >= measure_from))
+                pending.add(t)
+                t.add_done_callback(pending.discard)
+                sent += 1
+            n += 1
+            await asyncio.sleep(max(0.0, start + n * tick - time.perf_counter()))
+        if pending:
+            await asyncio.gather(*pending)
+        achieved = len(committed) / seconds
+        last = max(p for p, _ in committed)
+        deadline = time.perf_counter() + 30
+        while not seen or seen[-1][0] < last:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"the task view did not reach {last} in 30 s")
+            await asyncio.sleep(0.01)
+    finally:
+        await appender.close()
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+        await listener.close()
+    positions = [p for p, _ in seen]
+    lags = []
+    for pos, t_commit in committed:
+        i = bisect.bisect_left(positions, pos)
+        lags.append(max(0.0, seen[i][1] - t_commit))
+    lags.sort()
+    return {
+        "p50_ms": percentile(lags, 0.5) * 1000,
+        "p99_ms": percentile(lags, 0.99) * 1000,
+        "achieved": achieved,
+    }
+
+
+def _lag_row(b: Bench, rate: int) -> Row:
+    c = b.config
+    seconds = {"full": 10.0, "quick": 4.0}.get(c.mode, 1.0)
+    warmup = {"full": 1.0, "quick": 0.5}.get(c.mode, 0.2)
+    row = Row(f"lag{rate}.ledger", f"projection lag at {rate:,} events/s", LAG_SYSTEM, "ms")
+    achieved = []
+    for _ in range(c.reps):
+        with b.server.database(f"lag{rate}") as url, _runner(url):
+            r = asyncio.run(_lag_once(url, rate, seconds, warmup))
+        row.samples.append(r["p50_ms"])
+        row.p50_ms.append(r["p50_ms"])
+        row.p99_ms.append(r["p99_ms"])
+        achieved.append(r["achieved"])
+    row.note = (
+        f"median of p50 per run; {seconds:g} s runs at {min(achieved):,.0f}-"
+        f"{max(achieved):,.0f} events/s achieved; runner: python -m projections"
+    )
+    return row
+
+
+def projection_lag(b: Bench) -> list[Row]:
+    """Commit-to-visible lag of the task view under a steady append rate."""
+    return [
+        _guard(
+            f"lag{rate}.ledger",
+            f"projection lag at {rate:,} events/s",
+            LAG_SYSTEM,
+            lambda rate=rate: _lag_row(b, rate),
+        )
+        for rate in (1000, 2000)
+    ]
+
+
+def _rebuild_key(name: str) -> str:
+    return "rebuild.ledger" if name == "tasks" else f"rebuild.{name}"  # the ratio reads the former
+
+
+def _rebuild_row(b: Bench, name: str) -> Row:
+    from projections.rebuild import rebuild as rebuild_projection
+
+    c = b.config
+    url = b.big_ledger()
+    wl = f"rebuild a view from {c.big_events:,} events"
+    row = Row(_rebuild_key(name), wl, f"ledger projections rebuild {name}", "s")
+    swaps = []
+    for _ in range(c.reps):
+        out = rebuild_projection(url, name)
+        row.samples.append(out.seconds)
+        swaps.append(out.swap_seconds * 1000)
+    best = min(row.samples)
+    row.note = (
+        f"{c.big_events / best:,.0f} events/s at best; the swap held the view "
+        f"{min(swaps):.0f}-{max(swaps):.0f} ms"
+    )
+    return row
 
 
 def rebuild(b: Bench) -> list[Row]:
-    wl = f"rebuild the task view from {b.config.big_events:,} events"
-    return [Row("rebuild.ledger", wl, "ledger", "s", status=NOT_BUILT)]
+    """``ledger projections rebuild`` on the shared big ledger, each view."""
+    wl = f"rebuild a view from {b.config.big_events:,} events"
+    return [
+        _guard(
+            _rebuild_key(name),
+            wl,
+            f"ledger projections rebuild {name}",
+            lambda name=name: _rebuild_row(b, name),
+        )
+        for name in ("tasks", "task_counts")
+    ]
 
 
 def scale(b: Bench) -> list[Row]:
