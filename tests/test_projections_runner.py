@@ -25,11 +25,11 @@ from tests.projection_support import (
 )
 
 
-def assert_views_equal_a_fold(db_url: str) -> None:
+def assert_views_equal_a_fold(db_url: str, *, filled: bool = True) -> None:
     for name in NAMES:
         result = check(db_url, "ledger_service", name)
         assert result.ok, (name, result.hash_ok, result.differences[:5])
-        assert result.rows > 0
+        assert result.rows > 0 or not filled
 
 
 def open_batch(conn: psycopg.Connection[Any]) -> int | None:
@@ -68,7 +68,8 @@ def test_sigkill_in_the_middle_of_a_batch_then_restart_applies_each_event_once(
     at_kill = positions(super_conn)
     assert 0 < at_kill["tasks"] < head(super_conn), at_kill
     applied_matches_ledger(super_conn)
-    assert_views_equal_a_fold(db_url)  # what was committed is a fold of its prefix
+    # what was committed is a fold of its prefix (the counts may not have begun)
+    assert_views_equal_a_fold(db_url, filled=False)
 
     with (tmp_path / "second.log").open("wb") as log:
         runner = start_runner(db_url, log, **env)
