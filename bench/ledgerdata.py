@@ -5,7 +5,7 @@ canonical bytes, hashes and columns; ``verify_rows`` and ``ledger verify``
 accept them), but building them skips the plpgsql loop: Python computes the
 RFC 8785 bytes and SHA-256 chain (a few microseconds an event) and one COPY
 streams them in, about as fast as PostgreSQL takes rows with their indexes.
-The head row is moved to the last event afterwards.
+The head row is moved to the last event afterwards, and the table vacuumed.
 
 History shape: tasks of 10 events (submitted, claimed, 7 steps, completed),
 100 tasks interleaved at a time, plus one task of 100 events spread evenly
@@ -15,6 +15,7 @@ over the whole ledger (the replay target, ``REPLAY_TASK``).
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -144,13 +145,48 @@ def chained_rows(n: int, *, chunk: int = 20_000) -> Iterator[tuple[bytes, Head]]
         yield b"".join(out), Head(pos, prev, ts_text)
 
 
+def _produce(n: int, queue: Any) -> None:
+    """Child process: every chunk of ``chained_rows(n)`` into ``queue``, then None."""
+    try:
+        for item in chained_rows(n):
+            queue.put(item)
+        queue.put(None)
+    except BaseException as exc:  # the parent reports it
+        queue.put(exc)
+        raise
+
+
+def _chunks(n: int, *, background: bool) -> Iterator[tuple[bytes, Head]]:
+    """``chained_rows(n)``; with ``background``, made in a child process so that
+    hashing here overlaps the server parsing and indexing the COPY."""
+    if not background:
+        yield from chained_rows(n)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue(maxsize=4)
+    proc = ctx.Process(target=_produce, args=(n, queue), daemon=True)
+    proc.start()
+    try:
+        while True:
+            item = queue.get(timeout=600)
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise RuntimeError(f"building the ledger failed: {item!r}")
+            yield item
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+        proc.join(timeout=10)
+
+
 def build(url: str, n: int, *, table: str = "events") -> Head:
     """Load ``n`` chained task events into an empty ledger; move its head."""
     head = Head(0, ZERO_HASH, "")
     with psycopg.connect(url, autocommit=True) as conn:
         with conn.transaction():
             with conn.cursor().copy(f"COPY {table} ({EVENT_COLUMNS}) FROM STDIN") as copy:
-                for data, last in chained_rows(n):
+                for data, last in _chunks(n, background=n >= 200_000):
                     copy.write(data)
                     head = last
             if table == "events":
@@ -158,5 +194,7 @@ def build(url: str, n: int, *, table: str = "events") -> Head:
                     "UPDATE ledger_head SET position = %s, hash = %s, recorded_at = %s WHERE id",
                     (head.position, bytes.fromhex(head.hash), head.recorded_at),
                 )
-        conn.execute(f"ANALYZE {table}")
+        # Hint bits, the visibility map and statistics now, not from whichever
+        # workload reads first or from an autovacuum in the middle of a measurement.
+        conn.execute(f"VACUUM (ANALYZE) {table}")
     return head

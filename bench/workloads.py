@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import importlib
+import statistics
 import tempfile
 import threading
 import time
@@ -1168,49 +1169,47 @@ def rebuild(b: Bench) -> list[Row]:
 
 
 def scale(b: Bench) -> list[Row]:
-    """Appends at 64 writers on an empty ledger and on one of scale_events."""
+    """Appends at 64 writers on an empty ledger and on one of scale_events.
+
+    The big ledger is built first; then the two are measured in turns (empty,
+    full, empty, full, ...), so that a machine that gets busier or quieter
+    during the run weighs on both alike."""
     c = b.config
     if not c.scale:
         return []
     w = max(c.writers)
-    rows: list[Row] = []
-    with b.server.database("scale_empty") as url:
-        rows.append(
-            _guard(
-                "scale.empty",
-                f"append 1 event, {w} writers: empty vs {c.scale_events:,} stored",
-                "ledger, empty",
-                lambda: _reps(
-                    Row(
-                        "scale.empty",
-                        f"append 1 event, {w} writers: empty vs {c.scale_events:,} stored",
-                        "ledger, empty",
-                        "events/s",
-                    ),
-                    c.reps,
-                    lambda: asyncio.run(_ours(url, w, 1, c.append_seconds, c.append_warmup)),
-                ),
-            )
-        )
-    with b.server.database("scale_full") as url:
+    wl = f"append 1 event, {w} writers: empty vs {c.scale_events:,} stored"
+    reps = c.reps if c.mode == "tiny" else max(c.reps, 5)
+    empty = Row("scale.empty", wl, "ledger, empty", "events/s")
+    full = Row("scale.full", wl, f"ledger, {c.scale_events:,} events stored", "events/s")
+    with b.server.database("scale_full") as full_url, b.server.database("scale_empty") as url:
 
-        def full() -> Row:
+        def run() -> Row:
             t0 = time.perf_counter()
-            ledgerdata.build(url, c.scale_events)
+            ledgerdata.build(full_url, c.scale_events)
             took = time.perf_counter() - t0
-            r = Row(
-                "scale.full",
-                f"append 1 event, {w} writers: empty vs {c.scale_events:,} stored",
-                f"ledger, {c.scale_events:,} events stored",
-                "events/s",
+            full.note = (
+                f"built in {took:.0f} s ({c.scale_events / took:,.0f} events/s: COPY, then"
+                " VACUUM ANALYZE); measured in turns with the empty one"
             )
-            r.note = f"built with COPY in {took:.0f} s"
-            return _reps(
-                r, c.reps, lambda: asyncio.run(_ours(url, w, 1, c.append_seconds, c.append_warmup))
-            )
+            cpe: dict[str, list[float]] = {empty.key: [], full.key: []}
+            for _ in range(reps):
+                for row, u in ((empty, url), (full, full_url)):
+                    r = asyncio.run(_ours(u, w, 1, c.append_seconds, c.append_warmup))
+                    row.samples.append(r["per_second"])
+                    row.p50_ms.append(r["p50_ms"])
+                    row.p99_ms.append(r["p99_ms"])
+                    if r["commits_per_event"] is not None:
+                        cpe[row.key].append(r["commits_per_event"])
+            for row in (empty, full):
+                if cpe[row.key]:
+                    row.commits_per_event = statistics.fmean(cpe[row.key])
+            return full
 
-        rows.append(_guard("scale.full", "scale", f"ledger, {c.scale_events:,} stored", full))
-    return rows
+        got = _guard("scale.full", wl, full.system, run)
+    if not got.ok:
+        empty.status = "error: see the row below"
+    return [empty, got]
 
 
 def _guard(key: str, workload: str, system: str, run: Callable[[], Row]) -> Row:
