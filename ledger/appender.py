@@ -30,7 +30,14 @@ from ledger.canonical import canonical_bytes
 
 log = structlog.get_logger("ledger.appender")
 
-APPEND_SQL = "SELECT * FROM ledger_append(%s, %s, %s, %s, %s, %s, %s, %s)"
+# Parameters go in binary (%b): psycopg's text dumper escapes every bytea of
+# the arrays in Python, ~7 us an event; binary is a fifth of that. The casts
+# name the types the function takes, whatever widths psycopg picks for ints
+# or an array of only NULLs.
+APPEND_SQL = (
+    "SELECT * FROM ledger_append(%b::text[], %b::bigint[], %b::text[], %b::text[],"
+    " %b::bytea[], %b::int[], %b::text[], %b::bytea[])"
+)
 
 
 @dataclass(frozen=True, slots=True)
