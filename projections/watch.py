@@ -60,17 +60,22 @@ class Watcher:
     async def wait_for(self, name: str, target: int, timeout: float) -> int:
         """Wait until projection ``name`` has folded ``target``, at most ``timeout``
         seconds; returns the position it is at (below ``target`` if it ran out)."""
-        pos = await self.position(name)
+        pos = self.positions.get(name, -1)
+        if pos < target:
+            pos = await self.position(name)
         deadline = time.monotonic() + timeout
         while pos < target:
             left = deadline - time.monotonic()
             if left <= 0:
                 return pos
+            notified = False
             async with self.changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.changed.wait(), min(left, POLL))
-            known = self.positions.get(name, 0)
-            pos = known if known >= target else await self.position(name)
+                    notified = True
+            pos = max(pos, self.positions.get(name, 0))
+            if not notified and pos < target:
+                pos = await self.position(name)  # a notification may have been missed
         return pos
 
     async def run(self) -> None:
@@ -102,7 +107,9 @@ async def ensure(ctx: Any, name: str, min_position: int | None) -> int:
     the wait ran out, saying where the view is."""
     watcher: Watcher = ctx.extras["projection_watcher"]
     if min_position is None:
-        return await watcher.position(name)
+        # a lower bound is enough here: the last position announced, else read it
+        known = watcher.positions.get(name)
+        return known if known is not None else await watcher.position(name)
     wait = float(ctx.settings.max_wait_seconds)
     pos = await watcher.wait_for(name, min_position, wait)
     if pos < min_position:
