@@ -4,6 +4,7 @@ over, and events committed while no runner was up."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,108 @@ def test_events_committed_while_the_runner_is_down_are_folded_when_it_is_back(
         ("task_type", "position_check"): 30,
         ("task_type", "pricing_check"): 30,
     }
+
+
+def test_positions_become_visible_in_order_under_concurrent_appends(db_url: str) -> None:
+    """What the runner relies on: whenever an event is visible, every event
+    before it is too (ledger_append holds the head row lock until it commits),
+    so reading 'after the checkpoint, up to the head' never skips one."""
+    stop = threading.Event()
+    failures: list[str] = []
+    checks = 0
+
+    def append() -> None:
+        while not stop.is_set():
+            submit_tasks(db_url, 3)
+
+    def watch() -> None:
+        nonlocal checks
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            while not stop.is_set():
+                (top,) = conn.execute(
+                    "SELECT coalesce(max(position), 0) FROM events"
+                ).fetchone() or (0,)
+                (n,) = conn.execute(
+                    "SELECT count(*) FROM events WHERE position <= %s", (top,)
+                ).fetchone() or (0,)
+                if n != top:
+                    failures.append(f"{n} events visible at or below {top}")
+                h = head(conn)
+                (m,) = conn.execute(
+                    "SELECT count(*) FROM events WHERE position <= %s", (h,)
+                ).fetchone() or (0,)
+                if m != h:
+                    failures.append(f"head {h} but {m} events visible below it")
+                checks += 1
+
+    threads = [threading.Thread(target=append) for _ in range(4)]
+    threads.append(threading.Thread(target=watch))
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:3]
+    assert checks > 50
+
+
+def test_ledger_run_starts_a_runner_beside_the_api(db_url: str, tmp_path: Path) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.conftest import create_key
+    from tests.projection_support import ROOT
+
+    key = create_key(db_url, "agent-1", "agent")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "LEDGER_DATABASE_URL": db_url,
+        "LEDGER_LOG_LEVEL": "warning",
+        "LEDGER_HOME": str(tmp_path),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ledger", "run", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as c:
+            sub = c.post("/tasks", json={"task_type": "position_check", "payload": {}}).json()
+            r = c.get(f"/tasks/{sub['id']}", params={"min_position": sub["position"]})
+            assert r.status_code == 200 and r.json()["status"] == "queued"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        while True:  # the runner went with the API (its sessions close soon after)
+            (runners,) = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name LIKE 'ledger-projection:%'"
+            ).fetchone() or (0,)
+            if runners == 0:
+                break
+            assert time.monotonic() < deadline, f"{runners} runner sessions left"
+            time.sleep(0.1)
