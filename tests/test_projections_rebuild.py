@@ -158,20 +158,17 @@ def command_for(kind: str, flag: bool) -> tasks.TaskCommand:
 
 ops = st.lists(
     st.tuples(
-        st.integers(0, 5),  # which task (a new one when it does not exist yet)
-        st.sampled_from([*COMMANDS, "cancel", "submit"]),
-        st.integers(0, 2),  # who
-        st.booleans(),
-        st.integers(1, 4),  # how many commands go into this append batch
+        st.integers(0, 5),  # which task (submitted when the slot is empty or finished)
+        st.integers(0, 1000),  # which of the moves legal now (and by whom)
         st.integers(0, 3),  # runner batch size to run after it (0: none)
     ),
-    min_size=1,
-    max_size=40,
+    min_size=20,
+    max_size=80,
 )
 
 
 @settings(
-    max_examples=12,
+    max_examples=15,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -187,8 +184,21 @@ def test_incremental_views_equal_rebuilt_ones_for_random_histories(
         _drop_db(pg_server, name)
 
 
+def _legal(state: tasks.TaskState, flag: bool) -> list[tuple[tasks.TaskCommand, Who]]:
+    out = []
+    for kind in [*COMMANDS, "cancel"]:
+        cmd = command_for(kind, flag)
+        for who in (Who(*a) for a in AGENTS):
+            try:
+                tasks.decide(state, cmd, who)
+            except errors.LedgerError:
+                continue
+            out.append((cmd, who))
+    return out
+
+
 def _run_history(url: str, history: list[tuple[Any, ...]]) -> None:
-    states: dict[int, tuple[str, tasks.TaskState | None]] = {}
+    states: dict[int, tuple[str, tasks.TaskState]] = {}
     views = registry()
     with (
         connect(url, "ledger_service", "test-append") as app_conn,
@@ -196,44 +206,28 @@ def _run_history(url: str, history: list[tuple[Any, ...]]) -> None:
     ):
         for p in views.values():
             ensure_checkpoint(work, p.name)
-        pending: list[tuple[int, Command, tasks.TaskState | None]] = []
-
-        def flush() -> None:
-            results = append_sync(app_conn, [c for _s, c, _b in pending])
-            for (slot, _cmd, before), res in zip(pending, results, strict=True):
-                if isinstance(res, errors.VersionConflict):
-                    continue  # two commands on one task in a batch: the second lost
-                assert not isinstance(res, errors.LedgerError), res
-                envelopes = [r.envelope() for r in res]
-                tid = tasks.task_id_of(envelopes[0]["stream"])
-                states[slot] = (tid, tasks.fold(envelopes, before))
-            pending.clear()
-
-        for slot, kind, who_i, flag, group, batch in history:
-            who = Who(*AGENTS[who_i])
-            if slot not in states or kind == "submit":
-                if who.role != "agent":
-                    continue
-                tid = str(commands.uuid7())
-                cmd: tasks.TaskCommand = tasks.Submit("check", {"slot": slot}, slot - 2)
-                state = None
-            else:
+        for slot, pick, batch in history:
+            legal = _legal(states[slot][1], pick % 2 == 0) if slot in states else []
+            if legal:
                 tid, state = states[slot]
-                cmd = command_for(kind, flag)
-            try:
-                new = tasks.decide(state, cmd, who)
-            except errors.LedgerError:
-                continue
+                cmd, who = legal[pick % len(legal)]
+            else:  # an empty slot, or a final task: a new task takes the slot
+                tid, state = str(commands.uuid7()), None
+                cmd, who = (
+                    tasks.Submit(f"check{slot % 2}", {"slot": slot}, slot - 2),
+                    Who(*AGENTS[pick % 2]),
+                )
+            new = tasks.decide(state, cmd, who)
             meta = {"actor": who.name, "role": who.role, "request_id": "h"}
             version = state.version if state else 0
-            pending.append((slot, Command(tasks.stream_for(tid), new, meta, version), state))
-            if len(pending) >= group:
-                flush()
+            (res,) = append_sync(app_conn, [Command(tasks.stream_for(tid), new, meta, version)])
+            assert not isinstance(res, errors.LedgerError), res
+            after = tasks.fold([r.envelope() for r in res], state)
+            assert after is not None
+            states[slot] = (tid, after)
             if batch:
                 for p in views.values():
                     run_batch(work, p, batch)
-        if pending:
-            flush()
         for p in views.values():
             while run_batch(work, p, 3).full:
                 pass
