@@ -61,10 +61,10 @@ class Config:
         if mode == "quick":
             return cls(
                 mode,
-                http_seconds=1.5,
-                http_warmup=0.5,
-                append_seconds=1.0,
-                append_warmup=0.2,
+                http_seconds=1.0,
+                http_warmup=0.4,
+                append_seconds=0.7,
+                append_warmup=0.15,
                 big_events=100_000,
                 copy_rows=50_000,
                 scale_events=1_000_000,
@@ -1099,8 +1099,8 @@ async def _lag_once(url: str, rate: int, seconds: float, warmup: float) -> dict[
 
 def _lag_row(b: Bench, rate: int) -> Row:
     c = b.config
-    seconds = {"full": 10.0, "quick": 4.0}.get(c.mode, 1.0)
-    warmup = {"full": 1.0, "quick": 0.5}.get(c.mode, 0.2)
+    seconds = {"full": 10.0, "quick": 2.0}.get(c.mode, 1.0)
+    warmup = {"full": 1.0, "quick": 0.3}.get(c.mode, 0.2)
     row = Row(f"lag{rate}.ledger", f"projection lag at {rate:,} events/s", LAG_SYSTEM, "ms")
     achieved = []
     for _ in range(c.reps):
