@@ -30,6 +30,7 @@ from bench.workloads import WORKLOADS, Config, bench
 
 ROOT = Path(__file__).resolve().parent.parent
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
+DOCS = ROOT / "docs" / "benchmarks.md"
 
 
 def _get(rows: list[Row], key: str) -> Row | None:
@@ -194,6 +195,20 @@ def markdown(report: dict[str, Any], rows: list[Row], rs: list[Ratio]) -> str:
     return "\n".join(lines)
 
 
+def render(path: Path, docs: Path) -> int:
+    """docs/benchmarks.md from a saved report: the same figures, current notes."""
+    report: dict[str, Any] = orjson.loads(path.read_bytes())
+    fields = set(Row.__slots__)
+    rows = [Row(**{k: v for k, v in r.items() if k in fields}) for r in report["rows"]]
+    rs = [
+        Ratio(x["name"], x["target"], x["value"], x["meets"], x.get("detail", ""))
+        for x in report["ratios"]
+    ]
+    docs.write_text(markdown(report, rows, rs))
+    print(f"bench: wrote {docs.name} from {path.name}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="smaller sizes, shorter runs (< 2 min)")
@@ -203,9 +218,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, help="repetitions per row (at least 3 for a report)")
     p.add_argument("--workers", type=int, help="uvicorn workers per HTTP server (default 1)")
     p.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
-    p.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    p.add_argument(
+        "--docs",
+        type=Path,
+        help="where to write the markdown (default: docs/benchmarks.md, for a full run only;"
+        " QUICK and tiny runs write their JSON but leave the recorded run alone)",
+    )
     p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: write docs/benchmarks.md again from a run's JSON"
+        " (after bench/analysis.md changed)",
+    )
     args = p.parse_args(argv)
+    if args.render:
+        return render(args.render, args.docs or DOCS)
 
     from ledger import logs
 
@@ -310,10 +339,17 @@ def main(argv: list[str] | None = None) -> int:
     stamp = started.strftime("%Y%m%dT%H%M%S")
     for path in (args.out_dir / f"bench-{mode}-{stamp}.json", args.out_dir / "latest.json"):
         path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    if not args.no_docs:
-        args.docs.parent.mkdir(parents=True, exist_ok=True)
-        args.docs.write_text(markdown(report, rows, rs))
-        print(f"bench: wrote {args.docs.name}", file=sys.stderr)
+    docs = args.docs or (DOCS if mode == "full" and chosen == list(WORKLOADS) else None)
+    if docs is not None and not args.no_docs:
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        docs.write_text(markdown(report, rows, rs))
+        print(f"bench: wrote {docs.name}", file=sys.stderr)
+    else:
+        print(
+            "bench: docs/benchmarks.md left as it is (only a full run of every workload"
+            " rewrites it, or --docs PATH)",
+            file=sys.stderr,
+        )
     return 0
 
 

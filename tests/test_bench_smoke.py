@@ -89,3 +89,21 @@ def test_a_tiny_bench_run_prints_the_table_and_writes_the_json(
     assert report["machine"]["postgresql"]["fsync"] in ("on", "off")
     text = docs.read_text()
     assert "| workload |" in text and "fsync=" in text
+    # docs/benchmarks.md can be written again from the JSON alone, figures unchanged
+    again = tmp_path / "again.md"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--render",
+            str(tmp_path / "latest.json"),
+            "--docs",
+            str(again),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert again.read_text() == text
