@@ -26,7 +26,12 @@ from ledger.db import q
 
 log = structlog.get_logger("projections.queue")
 
-PER_ROUND = 4
+# One candidate locked at a time: a claim never holds rows it is not trying,
+# so concurrent claims each find one to take.
+PER_ROUND = 1
+# How long a claim waits, in all, for rows other claims hold to be released
+# before it answers 503 (it never answers 204 while the queue is only busy).
+BUSY_WAIT_SECONDS = 2.0
 
 
 async def claim_next(
@@ -49,20 +54,22 @@ async def claim_next(
         if prior is not None:
             return prior
     tried: list[str] = []
+    busy_until: float | None = None
+    loop = asyncio.get_running_loop()
     async with slots:
         while len(tried) < candidates:
+            params = {"types": task_types or None, "tried": tried}
             async with backend.pool.connection() as conn, conn.transaction():
                 cur = await conn.execute(
                     q("projections", "queue_candidates"),
-                    {
-                        "types": task_types or None,
-                        "tried": tried,
-                        "limit": min(PER_ROUND, candidates - len(tried)),
-                    },
+                    {**params, "limit": min(PER_ROUND, candidates - len(tried))},
                 )
                 rows = await cur.fetchall()
                 if not rows:
-                    return None
+                    cur = await conn.execute(q("projections", "queue_any_left"), params)
+                    left = await cur.fetchone()
+                    if not (left and left[0]):
+                        return None  # nothing of these types is queued: 204
                 for task_id, version in rows:
                     tried.append(task_id)
                     try:
@@ -78,8 +85,16 @@ async def claim_next(
                         )
                     except (errors.PreconditionFailed, errors.IllegalTransition) as exc:
                         log.info("queue_candidate_taken", task_id=task_id, reason=exc.detail)
+            if not rows:
+                # Queued tasks remain, but other claims in flight hold them:
+                # the queue is busy, not empty. Wait (bounded) for their rows.
+                now = loop.time()
+                busy_until = busy_until or now + BUSY_WAIT_SECONDS
+                if now >= busy_until:
+                    break
+                await asyncio.sleep(0.005)
     raise errors.Unavailable(
-        f"the {len(tried)} queued tasks this claim tried were all taken by other workers "
-        "meanwhile; retry",
+        f"queued tasks remain, but the {len(tried)} this claim tried were taken by other "
+        "workers meanwhile and the rest were held by claims in flight; retry",
         retry_after=1,
     )

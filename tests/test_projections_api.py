@@ -10,6 +10,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import psycopg
 from fastapi.testclient import TestClient
 
@@ -300,3 +301,27 @@ def test_a_stale_view_never_hands_one_task_to_two_workers(
         assert len({r.json()["id"] for r in got[:3]}) == 3
         page = c.get("/tasks", params={"status": "queued"}, headers=auth(keyring["agent"]))
         assert len(page.json()["items"]) == 3  # the view did not move: it has no runner
+
+
+def test_as_many_claims_at_once_as_tasks_all_get_one(
+    settings: Settings, keyring: dict[str, str], db_url: str
+) -> None:
+    """A claim answers 204 only when nothing is queued: when every queued row is
+    held by another claim in flight, it waits for one, it does not give up."""
+    n = 16
+    ids = submit_tasks(db_url, n)
+    with live_server(create_app(settings)) as base:
+        wait_caught_up(db_url)
+        start = threading.Barrier(n)
+
+        def once(i: int) -> tuple[int, str | None]:
+            key = keyring["agent" if i % 2 else "agent2"]
+            with httpx.Client(base_url=base, headers=auth(key), timeout=30) as c:
+                start.wait()
+                r = c.post("/tasks/claim", json={"task_types": ["position_check"]})
+                return r.status_code, r.json()["id"] if r.status_code == 200 else None
+
+        with ThreadPoolExecutor(n) as pool:
+            answers = list(pool.map(once, range(n)))
+    assert [status for status, _ in answers] == [200] * n, answers
+    assert sorted(task_id for _, task_id in answers if task_id) == sorted(ids)

@@ -103,14 +103,30 @@ SELECT id, state, agent_name, task_type, status, priority, version, position, cr
 
 -- name: queue_candidates
 -- The oldest queued tasks of the types asked, highest priority first; rows
--- another claim (or the runner) holds are skipped, not waited for.
-SELECT id, version FROM task_view
- WHERE status = 'queued'
-   AND (%(types)s::text[] IS NULL OR task_type = ANY(%(types)s))
-   AND id <> ALL(%(tried)s::text[])
- ORDER BY priority DESC, created_position
+-- another claim (or the runner) holds are skipped, not waited for. A row the
+-- ledger has moved past (its stream has a later version than the view shows:
+-- claimed or cancelled since) is no candidate: one index probe each, instead
+-- of a refused append per stale row while the runner catches up.
+SELECT v.id, v.version FROM task_view v
+ WHERE v.status = 'queued'
+   AND (%(types)s::text[] IS NULL OR v.task_type = ANY(%(types)s))
+   AND v.id <> ALL(%(tried)s::text[])
+   AND NOT EXISTS (SELECT 1 FROM events e
+                    WHERE e.stream = 'task-' || v.id AND e.version > v.version)
+ ORDER BY v.priority DESC, v.created_position
  LIMIT %(limit)s
-   FOR UPDATE SKIP LOCKED
+   FOR UPDATE OF v SKIP LOCKED
+
+-- name: queue_any_left
+-- Whether queue_candidates would find a task but for the rows other claims
+-- hold right now: if so the queue is not empty, only busy.
+SELECT EXISTS (
+    SELECT 1 FROM task_view v
+     WHERE v.status = 'queued'
+       AND (%(types)s::text[] IS NULL OR v.task_type = ANY(%(types)s))
+       AND v.id <> ALL(%(tried)s::text[])
+       AND NOT EXISTS (SELECT 1 FROM events e
+                        WHERE e.stream = 'task-' || v.id AND e.version > v.version))
 
 -- == task counts ==
 
