@@ -365,6 +365,8 @@ CREATE TABLE IF NOT EXISTS projection_checkpoints (
     holder      text,       -- the runner that last took the lead (host:pid)
     rebuilt_at  timestamptz
 );
+-- a row per view from the start: GET /projections shows one no runner has led yet
+INSERT INTO projection_checkpoints (name) VALUES ('tasks'), ('task_counts') ON CONFLICT DO NOTHING;
 
 -- The task view (projections/task_view.py): one row per task, the state the
 -- fold in ledger/tasks.py gives, with the columns lists and the queue filter

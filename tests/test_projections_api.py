@@ -153,6 +153,13 @@ def test_min_position_gives_up_with_a_clear_503(
         assert problem["projection"] == "tasks"
         assert problem["position"] == 0 and problem["min_position"] == sub["position"]
         assert "up to position 0" in problem["detail"]
+        # no runner: GET /projections says so, with the whole ledger as lag
+        r = client.get("/projections", headers=auth(keyring["auditor"]))
+        h = r.json()["head_position"]
+        assert h == sub["position"]
+        for p in r.json()["items"]:
+            assert (p["position"], p["lag_events"], p["leading"]) == (0, h, False), p
+            assert p["lag_seconds"] > 0 and p["hash"] == "0" * 64
         # without min_position the view answers at once, here without the task
         r = client.get(f"/tasks/{sub['id']}", headers=auth(keyring["agent"]))
         assert r.status_code == 404 and r.json()["view_position"] == 0

@@ -57,8 +57,10 @@ SELECT c.name, c.position, c.hash, c.applied, c.updated_at, c.holder, c.rebuilt_
  ORDER BY c.name
 
 -- name: held_locks
+-- advisory locks are per database: other ledgers on the server have their own
 SELECT objid::bigint FROM pg_locks
  WHERE locktype = 'advisory' AND granted AND classid = %(class)s AND objsubid = 2
+   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 
 -- name: event_hash
 SELECT hash FROM events WHERE position = %(position)s
