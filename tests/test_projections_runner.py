@@ -37,7 +37,8 @@ def open_batch(conn: psycopg.Connection[Any]) -> int | None:
     """The pid of the task-view runner's session while it is inside a batch
     transaction that has taken its checkpoint row (so holds an xid)."""
     row = conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = 'ledger-projection:tasks'"
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = 'ledger-projection:tasks'"
         " AND backend_xid IS NOT NULL AND state IN ('active', 'idle in transaction')"
     ).fetchone()
     return int(row[0]) if row else None
@@ -265,8 +266,8 @@ def test_ledger_run_starts_a_runner_beside_the_api(db_url: str, tmp_path: Path) 
     with psycopg.connect(db_url, autocommit=True) as conn:
         while True:  # the runner went with the API (its sessions close soon after)
             (runners,) = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE application_name LIKE 'ledger-projection:%'"
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name LIKE 'ledger-projection:%'"
             ).fetchone() or (0,)
             if runners == 0:
                 break
