@@ -46,6 +46,11 @@ log = structlog.get_logger("projections.rebuild")
 
 SETTLE = 2000  # fold outside the swap until this close to the head
 CHUNK = 10_000
+# The swap waits this long for the live tables, at most, before it lets go and
+# tries again: while it waits, new readers queue behind it, so it must be short
+# next to their own lock_timeout (5 s), or they fail instead of the rebuild.
+SWAP_LOCK_TIMEOUT = 0.5
+SWAP_ATTEMPTS = 40
 
 
 def projection(name: str) -> Projection:
@@ -119,27 +124,30 @@ def rebuild(url: str, name: str, *, chunk: int = CHUNK, settle: int = SETTLE) ->
             if position % (chunk * 20) == 0:
                 log.info("projection_rebuild_progressed", projection=name, position=position)
         t_swap = time.perf_counter()
-        with conn.transaction():
-            conn.execute("SET LOCAL lock_timeout = '30s'")
-            conn.execute(q("projections", "checkpoint_for_update"), {"name": name}).fetchone()
-            head = conn.execute(q("projections", "head")).fetchone()
-            assert head is not None
-            upto, upto_hash = int(head[0]), bytes(head[1])
-            applied += _fold_into(conn, p, position, upto, chunk)
-            for table in p.tables:
-                conn.execute(
-                    sql.SQL("DROP TABLE IF EXISTS public.{}").format(sql.Identifier(table))
-                )
-                conn.execute(
-                    sql.SQL("ALTER TABLE {}.{} SET SCHEMA public").format(
-                        sql.Identifier(schema), sql.Identifier(table)
+        for attempt in range(1, SWAP_ATTEMPTS + 1):
+            try:
+                with conn.transaction():
+                    upto, upto_hash, applied = _swap(
+                        conn, p, name, schema, position, chunk, applied
                     )
-                )
-            conn.execute(
-                q("projections", "swap_checkpoint"),
-                {"name": name, "position": upto, "hash": upto_hash, "applied": applied},
-            )
-            conn.execute(q("projections", "notify"), {"payload": f"{name}:{upto}"})
+                break
+            except psycopg.errors.LockNotAvailable:
+                # A long reader holds the view: readers queued behind our lock
+                # request would wait with us, so let go, catch up, try again.
+                log.info("projection_swap_waited", projection=name, attempt=attempt)
+                if attempt == SWAP_ATTEMPTS:
+                    raise errors.Unavailable(
+                        f"the {name} view stayed busy; the rebuild could not swap in "
+                        f"{SWAP_ATTEMPTS} tries and left the live view as it was; run it again"
+                    ) from None
+                time.sleep(min(2.0, 0.1 * attempt))
+                head = conn.execute(q("projections", "head")).fetchone()
+                conn.rollback()
+                assert head is not None
+                with conn.transaction():
+                    applied += _fold_into(conn, p, position, int(head[0]), chunk)
+                position = int(head[0])
+                t_swap = time.perf_counter()
         swapped = time.perf_counter()
         conn.autocommit = True
         drop_schema(conn, schema)
@@ -153,6 +161,43 @@ def rebuild(url: str, name: str, *, chunk: int = CHUNK, settle: int = SETTLE) ->
         swap_seconds=round(out.swap_seconds, 3),
     )
     return out
+
+
+def _swap(
+    conn: psycopg.Connection[Any],
+    p: Projection,
+    name: str,
+    schema: str,
+    position: int,
+    chunk: int,
+    applied: int,
+) -> tuple[int, bytes, int]:
+    """In the caller's transaction: lock the live tables (briefly: readers
+    queue behind a waiting lock request), fold the last events, move the
+    rebuilt tables in and the checkpoint with them."""
+    conn.execute(f"SET LOCAL lock_timeout = '{int(SWAP_LOCK_TIMEOUT * 1000)}ms'")
+    conn.execute(q("projections", "checkpoint_for_update"), {"name": name}).fetchone()
+    for table in p.tables:
+        conn.execute(
+            sql.SQL("LOCK TABLE public.{} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(table))
+        )
+    head = conn.execute(q("projections", "head")).fetchone()
+    assert head is not None
+    upto, upto_hash = int(head[0]), bytes(head[1])
+    applied += _fold_into(conn, p, position, upto, chunk)
+    for table in p.tables:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS public.{}").format(sql.Identifier(table)))
+        conn.execute(
+            sql.SQL("ALTER TABLE {}.{} SET SCHEMA public").format(
+                sql.Identifier(schema), sql.Identifier(table)
+            )
+        )
+    conn.execute(
+        q("projections", "swap_checkpoint"),
+        {"name": name, "position": upto, "hash": upto_hash, "applied": applied},
+    )
+    conn.execute(q("projections", "notify"), {"payload": f"{name}:{upto}"})
+    return upto, upto_hash, applied
 
 
 @dataclass(slots=True)

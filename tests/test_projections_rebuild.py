@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -91,6 +92,46 @@ def test_rebuild_swaps_while_the_api_answers_and_check_finds_a_tampered_view(
     assert r.returncode == 0
     lines = r.stdout.splitlines()
     assert lines[0].startswith("name\tposition") and len(lines) == 3
+
+
+def test_a_long_reader_delays_the_swap_not_the_other_readers(
+    client: Any, keyring: dict[str, str], db_url: str
+) -> None:
+    """A transaction reading the view for seconds (a long report, a check) holds
+    its lock: the swap gives way and retries instead of queueing every other
+    reader behind its lock request, so reads stay quick and never fail."""
+    agent = keyring["agent"]
+    ids = submit_tasks(db_url, 50)
+    wait_caught_up(db_url)
+    holding = threading.Event()
+
+    def long_reader() -> None:
+        with psycopg.connect(db_url) as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            conn.execute("SELECT count(*) FROM task_view").fetchone()
+            holding.set()
+            time.sleep(4.0)
+            conn.rollback()
+
+    slowest = 0.0
+    answers: list[int] = []
+    held = threading.Thread(target=long_reader)
+    held.start()
+    assert holding.wait(10)
+    done: list[Any] = []
+    rebuilder = threading.Thread(target=lambda: done.append(rebuild(db_url, "tasks")))
+    rebuilder.start()
+    while rebuilder.is_alive():
+        t0 = time.perf_counter()
+        answers.append(client.get(f"/tasks/{ids[0]}", headers=auth(agent)).status_code)
+        slowest = max(slowest, time.perf_counter() - t0)
+        time.sleep(0.02)
+    held.join()
+    rebuilder.join()
+    assert done and done[0].position >= 55, done
+    assert answers and set(answers) == {200}, answers
+    assert slowest < 2.0, f"a read waited {slowest:.2f} s behind the swap"
+    assert check(db_url, "ledger_service", "tasks").ok
 
 
 def test_the_counts_status_map_agrees_with_the_fold() -> None:
@@ -240,3 +281,21 @@ def _run_history(url: str, history: list[tuple[Any, ...]]) -> None:
         rebuilt = {n: p.read(conn) for n, p in views.items()}
         applied_matches_ledger(conn)
     assert rebuilt == live
+
+
+def test_a_view_locked_past_the_lock_timeout_is_a_503_to_retry(
+    client: Any, keyring: dict[str, str], db_url: str, super_conn: psycopg.Connection[Any]
+) -> None:
+    (tid,) = submit_tasks(db_url, 1)
+    wait_caught_up(db_url)
+    super_conn.autocommit = False
+    super_conn.execute("LOCK TABLE task_view IN ACCESS EXCLUSIVE MODE")
+    try:
+        r = client.get(f"/tasks/{tid}", headers=auth(keyring["agent"]))
+    finally:
+        super_conn.rollback()
+        super_conn.autocommit = True
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["retry-after"] == "1" and "retry" in r.json()["detail"]
+    assert client.get(f"/tasks/{tid}", headers=auth(keyring["agent"])).status_code == 200

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import psycopg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -62,6 +63,22 @@ def install(app: FastAPI) -> None:
             log.warning("request_failed", error=exc.detail, kind=exc.type_slug)
         return problem(
             exc.status, exc.title, exc.detail, exc.type_slug, request.url.path, **exc.extra
+        )
+
+    @app.exception_handler(psycopg.errors.LockNotAvailable)
+    @app.exception_handler(psycopg.errors.QueryCanceled)
+    async def database_busy(request: Request, exc: psycopg.Error) -> JSONResponse:
+        # SQLSTATE 55P03 / 57014: the session's lock_timeout or statement_timeout
+        # ran out (a rebuild swapping a view in, a stuck writer): nothing was
+        # written by this request; a retry shortly will most likely pass.
+        log.warning("request_database_busy", path=request.url.path, sqlstate=exc.sqlstate)
+        return problem(
+            503,
+            "Database busy",
+            "the database did not grant a lock in time; nothing was written; retry shortly",
+            "database-busy",
+            request.url.path,
+            retry_after=1,
         )
 
     @app.exception_handler(RequestValidationError)
