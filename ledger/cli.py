@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -217,14 +218,30 @@ def cmd_run(args: Any) -> int:
     )
     procs.append(api)
 
+    stopping: list[bool] = []
+
     def stop(*_: Any) -> None:
+        stopping.append(True)
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
+    companions = dict(zip(range(len(RUN_COMPANIONS)), procs[:-1], strict=True))
+    restarts = [0.0] * len(RUN_COMPANIONS)
     try:
-        code = api.wait()
+        while (code := api.poll()) is None:
+            time.sleep(0.5)
+            for i, p in companions.items():
+                if stopping or p.poll() is None or time.monotonic() < restarts[i]:
+                    continue
+                # a companion died (a runner killed, a crash): start it again,
+                # at most every 5 s, so the views never quietly stop moving
+                _err(f"{' '.join(RUN_COMPANIONS[i])} exited with {p.returncode}; restarting it")
+                restarts[i] = time.monotonic() + 5.0
+                fresh = subprocess.Popen([sys.executable, "-m", *RUN_COMPANIONS[i]], env=env)
+                companions[i] = fresh
+                procs[i] = fresh
     except KeyboardInterrupt:
         code = 0
     stop()

@@ -332,3 +332,16 @@ def test_as_many_claims_at_once_as_tasks_all_get_one(
             answers = list(pool.map(once, range(n)))
     assert [status for status, _ in answers] == [200] * n, answers
     assert sorted(task_id for _, task_id in answers if task_id) == sorted(ids)
+
+
+def test_a_task_the_view_has_not_reached_is_read_from_the_ledger_not_404(
+    settings: Settings, keyring: dict[str, str]
+) -> None:
+    quiet = settings.model_copy(update={"projections_in_api": False})  # no runner at all
+    with TestClient(create_app(quiet)) as c:
+        sub = submit(c, keyring["agent"])
+        r = c.get(f"/tasks/{sub['id']}", headers=auth(keyring["agent"]))
+        assert r.status_code == 200 and r.json()["status"] == "queued", r.text
+        assert r.headers["x-read-from"] == "ledger"
+        missing = "0190c1a2-0000-7000-8000-000000000000"
+        assert c.get(f"/tasks/{missing}", headers=auth(keyring["agent"])).status_code == 404

@@ -214,6 +214,23 @@ def test_positions_become_visible_in_order_under_concurrent_appends(db_url: str)
     assert checks > 50
 
 
+def _children(parent: int, needle: str) -> list[int]:
+    """Live child processes of ``parent`` whose command line mentions ``needle``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == parent and fields[0] != "Z" and needle in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
 def test_ledger_run_starts_a_runner_beside_the_api(db_url: str, tmp_path: Path) -> None:
     import os
     import signal
@@ -259,6 +276,21 @@ def test_ledger_run_starts_a_runner_beside_the_api(db_url: str, tmp_path: Path) 
             sub = c.post("/tasks", json={"task_type": "position_check", "payload": {}}).json()
             r = c.get(f"/tasks/{sub['id']}", params={"min_position": sub["position"]})
             assert r.status_code == 200 and r.json()["status"] == "queued"
+
+            # kill -9 the runner: ledger run starts another, and the views move on
+            (runner,) = _children(proc.pid, "projections")
+            os.kill(runner, signal.SIGKILL)
+            sub = c.post("/tasks", json={"task_type": "position_check", "payload": {}}).json()
+            r = c.get(f"/tasks/{sub['id']}")  # view behind or not: never a false 404
+            assert r.status_code == 200 and r.json()["status"] == "queued", r.text
+            deadline = time.monotonic() + 30
+            while not (again := _children(proc.pid, "projections")) or again == [runner]:
+                assert time.monotonic() < deadline, "the runner was not restarted"
+                time.sleep(0.2)
+            r = c.get(f"/tasks/{sub['id']}", params={"min_position": sub["position"]})
+            while r.status_code == 503 and time.monotonic() < deadline:
+                r = c.get(f"/tasks/{sub['id']}", params={"min_position": sub["position"]})
+            assert r.status_code == 200 and "x-read-from" not in r.headers, r.text
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

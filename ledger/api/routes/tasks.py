@@ -347,10 +347,16 @@ async def get_task(
     async with ctx.pool.connection() as conn:
         state = await task_view.get(conn, str(task_id))
     if state is None:
-        raise errors.NotFound(
-            f"no task {task_id} in the task view (folded up to position {pos})",
-            view_position=pos,
-        )
+        # Not in the view: either no such task, or the view is behind (its
+        # runner slow or down). The ledger decides; a task it has is folded
+        # from its stream, so a read is never a false 404.
+        state, _events = await commands.load(ctx.pool, str(task_id))
+        if state is None:
+            raise errors.NotFound(
+                f"no task {task_id} (the task view is folded up to position {pos})",
+                view_position=pos,
+            )
+        response.headers["X-Read-From"] = "ledger"
     response.headers["ETag"] = f'"{state.version}"'
     response.headers["X-Projection-Position"] = str(pos)
     return tasks.view(state)
