@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -55,13 +56,28 @@ def lock_key(name: str) -> int:
     return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
+# How often a leader busy catching up checks that its lock session is alive.
+LOCK_CHECK_SECONDS = 1.0
+
+
 def connect(
     url: str, role: str | None, application: str, *, autocommit: bool = True
 ) -> psycopg.Connection[Any]:
     """A connection for projection work. No prepared statements: a rebuild swaps
     the view tables under the runner, and plain statements simply see the new ones."""
     conn = psycopg.connect(
-        url, autocommit=True, application_name=application[:63], prepare_threshold=None
+        url,
+        autocommit=True,
+        application_name=application[:63],
+        prepare_threshold=None,
+        # a leader cut off by the network must lose its advisory lock in
+        # seconds, not after the kernel's TCP timeout: the server drops a
+        # session whose peer stops answering keepalives
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+        tcp_user_timeout=30_000,
     )
     db.session_setup(role)(conn)
     conn.autocommit = autocommit
@@ -217,10 +233,17 @@ class Runner:
         log.info("projection_lead_taken", projection=p.name, holder=self.holder)
         limit = self.settings.projection_batch_size
         behind = True
+        checked = time.monotonic()
         while not self.stopping.is_set():
             b = run_batch(work, p, limit)
             if b.full:
                 behind = True
+                if time.monotonic() - checked > LOCK_CHECK_SECONDS:
+                    # catching up never waits on the lock session: ask it now
+                    # and then, so a leader whose lock went (its session was
+                    # ended) stops within a second instead of after the backlog
+                    lock_conn.execute("SELECT 1")
+                    checked = time.monotonic()
                 continue
             if behind:
                 log.info("projection_caught_up", projection=p.name, position=b.position)

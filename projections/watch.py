@@ -87,6 +87,10 @@ class Watcher:
                 async with conn:
                     await db.async_session_setup(self.role)(conn)
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    # Positions seen before this connection may be gone (a
+                    # server crash loses the views' unsynced last batches with
+                    # their checkpoints): read them afresh from here on.
+                    self.positions.clear()
                     async for n in conn.notifies():
                         name, _, pos = n.payload.rpartition(":")
                         if pos.isdigit():
