@@ -195,6 +195,7 @@ class Runner:
 
     def _follow(self, p: Projection) -> None:
         app = f"ledger-projection:{p.name}"
+        standing_by = False
         while not self.stopping.is_set():
             try:
                 with connect(self.url, self.settings.db_role, app) as lock_conn:
@@ -203,8 +204,14 @@ class Runner:
                     ).fetchone()
                     if not (got and got[0]):
                         lock_conn.close()
+                        if not standing_by:  # said once, so operators see the standby
+                            log.info(
+                                "projection_standing_by", projection=p.name, holder=self.holder
+                            )
+                            standing_by = True
                         self.stopping.wait(self.settings.projection_standby_seconds)
                         continue
+                    standing_by = False
                     lock_conn.execute("LISTEN ledger_events")
                     with connect(self.url, self.settings.db_role, app, autocommit=False) as work:
                         # A view is derived data: a batch lost to a crash of the

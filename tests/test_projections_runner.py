@@ -105,7 +105,11 @@ def test_two_runners_one_leads_the_other_takes_over_when_it_is_killed(
             wait_caught_up(db_url)
             b = start_runner(db_url, lb)
             try:
-                time.sleep(1.5)  # b is up and trying the lock
+                deadline = time.monotonic() + 30
+                # b is up and has tried each projection's lock, and found it held
+                while logs[1].read_bytes().count(b"projection_standing_by") < len(NAMES):
+                    assert time.monotonic() < deadline and b.poll() is None, "b never stood by"
+                    time.sleep(0.1)
                 submit_tasks(db_url, 50)
                 wait_caught_up(db_url)
                 holders = dict(
