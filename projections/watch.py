@@ -19,7 +19,7 @@ import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from ledger import db, errors
+from ledger import db, errors, store
 from ledger.db import q
 from projections.runner import CHANNEL, Runner
 
@@ -115,6 +115,18 @@ async def ensure(ctx: Any, name: str, min_position: int | None) -> int:
         known = watcher.positions.get(name)
         return known if known is not None else await watcher.position(name)
     wait = float(ctx.settings.max_wait_seconds)
+    pos = watcher.positions.get(name, -1)
+    if pos < min_position:
+        async with ctx.pool.connection() as conn:
+            head, _ = await store.head_async(conn)
+        if min_position > head:
+            # no command has answered with a position the ledger has not reached:
+            # waiting could not help, so say so now
+            raise errors.InvalidInput(
+                f"min_position {min_position} is beyond the ledger's head ({head}); pass the "
+                "position a command answered with",
+                errors=[{"field": "min_position", "rule": "max", "message": f"at most {head}"}],
+            )
     pos = await watcher.wait_for(name, min_position, wait)
     if pos < min_position:
         raise ProjectionBehind(

@@ -346,3 +346,19 @@ def test_a_task_the_view_has_not_reached_is_read_from_the_ledger_not_404(
         assert r.headers["x-read-from"] == "ledger"
         missing = "0190c1a2-0000-7000-8000-000000000000"
         assert c.get(f"/tasks/{missing}", headers=auth(keyring["agent"])).status_code == 404
+
+
+def test_a_min_position_beyond_the_head_is_a_422_at_once(
+    client: Any, keyring: dict[str, str]
+) -> None:
+    sub = submit(client, keyring["agent"])
+    t0 = time.monotonic()
+    r = client.get(
+        f"/tasks/{sub['id']}",
+        params={"min_position": sub["position"] + 1000},
+        headers=auth(keyring["agent"]),
+    )
+    assert time.monotonic() - t0 < 2  # no wait for what cannot come
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "min_position"
+    assert f"head ({sub['position']})" in r.json()["detail"]
