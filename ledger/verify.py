@@ -268,19 +268,47 @@ def verify_rows(rows: Iterable[tuple[Any, ...]], v: ChainVerifier) -> Result:
 
     Besides the chain, each row's columns must agree with its canonical
     bytes: the bytes end with exactly the fields the columns hold.
+
+    A row that continues the chain exactly as expected is checked on raw
+    digests (no hex strings but the one the next row's tail needs); any
+    other row goes through ``ChainVerifier.check``, which accepts it or says
+    what is wrong with it, so the fast path decides nothing on its own.
     """
     sha = hashlib.sha256
+    versions = v.versions
+    prev_raw: bytes | None = None  # the hash the next row must name, once one row passed
+    prev_hex = ""
     try:
         for position, stream, version, type_, recorded_at, prev, h, canonical in rows:
+            if prev_raw is not None:
+                last = versions.get(stream)
+                if (
+                    position == v.expected_position
+                    and prev == prev_raw
+                    and (version == last + 1 if last is not None else version >= 1)
+                    and recorded_at >= v.last_recorded_at
+                    and sha(canonical).digest() == h
+                    and canonical.endswith(
+                        envelope_tail(position, prev_hex, recorded_at, stream, type_, version)
+                    )
+                ):
+                    versions[stream] = version
+                    v.last_recorded_at = recorded_at
+                    v.expected_position = position + 1
+                    v.count += 1
+                    prev_raw = h
+                    prev_hex = h.hex()
+                    continue
+                v.prev_hash = prev_hex
             canonical = bytes(canonical)
-            prev_hex = bytes(prev).hex()
+            row_prev_hex = bytes(prev).hex()
             if not canonical.endswith(
-                envelope_tail(position, prev_hex, recorded_at, stream, type_, version)
+                envelope_tail(position, row_prev_hex, recorded_at, stream, type_, version)
             ):
                 raise Bad(
                     position,
                     _disagreement(
-                        canonical, (position, prev_hex, recorded_at, stream, type_, version)
+                        canonical, (position, row_prev_hex, recorded_at, stream, type_, version)
                     ),
                 )
             v.check(
@@ -288,10 +316,14 @@ def verify_rows(rows: Iterable[tuple[Any, ...]], v: ChainVerifier) -> Result:
                 stream,
                 version,
                 recorded_at,
-                prev_hex,
+                row_prev_hex,
                 bytes(h).hex(),
                 sha(canonical).hexdigest(),
             )
+            prev_raw, prev_hex = bytes(h), str(v.prev_hash)
     except Bad as bad:
         return v.result(bad)
+    finally:
+        if prev_raw is not None:
+            v.prev_hash = prev_hex
     return v.result()
