@@ -315,8 +315,44 @@ def load_keys(settings: Settings) -> KeyHolder:
     return KeyHolder(key_path(settings), settings.origin)
 
 
+class OriginMismatch(errors.LedgerError):
+    """LEDGER_ORIGIN names another log than the one this ledger's checkpoints sign."""
+
+
+def stored_origin(conn: psycopg.Connection[Any]) -> str | None:
+    """The origin line of the latest checkpoint, None before the first."""
+    row = conn.execute(q("proofs", "latest_checkpoint")).fetchone()
+    return str(row[3]).split("\n", 1)[0] if row else None
+
+
+def resolve_origin(settings: Settings, stored: str | None) -> Settings:
+    """A log keeps one origin for life: the one its first checkpoint was signed
+    for. An unset LEDGER_ORIGIN takes it; a LEDGER_ORIGIN set to another is an
+    error that says what to do (a silent switch would split the log in two for
+    every auditor holding an old checkpoint)."""
+    if stored is None or stored == settings.origin:
+        return settings
+    if "origin" in settings.model_fields_set:
+        raise OriginMismatch(
+            f"this ledger's checkpoints are signed for origin {stored!r}, but LEDGER_ORIGIN is "
+            f"{settings.origin!r}; a log keeps its origin for life: set LEDGER_ORIGIN={stored} "
+            "or unset it"
+        )
+    return settings.model_copy(update={"origin": stored})
+
+
+def settings_with_stored_origin(settings: Settings, url: str) -> Settings:
+    with psycopg.connect(url, autocommit=True) as conn:
+        db.session_setup(settings.db_role)(conn)
+        return resolve_origin(settings, stored_origin(conn))
+
+
 async def start_service(ctx: Any) -> Any:
-    """SERVICES entry: refuse to start on an unsafe key, then run the leader thread."""
+    """SERVICES entry: refuse to start on an unsafe key or another origin than the
+    ledger's, then run the leader thread."""
+    import asyncio
+
+    ctx.settings = await asyncio.to_thread(settings_with_stored_origin, ctx.settings, ctx.url)
     keys = load_keys(ctx.settings)
     ctx.extras["signing_keys"] = keys
     service = CheckpointService(ctx.url, ctx.settings, keys)
@@ -352,7 +388,7 @@ def configure_signing_key(p: Any) -> None:
 def cmd_signing_key(args: Any) -> int:
     import sys
 
-    settings = Settings()
+    settings = settings_with_stored_origin(Settings(), db.resolve_url(Settings()))
     path = key_path(settings)
     if args.signing_cmd == "show":
         print(load_keys(settings).get().verifier.vkey)

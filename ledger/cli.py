@@ -250,6 +250,8 @@ def cmd_run(args: Any) -> int:
             p.wait(timeout=10)
         except subprocess.TimeoutExpired:
             p.kill()
+    if stopping and code in (-signal.SIGTERM, -signal.SIGINT):
+        code = 0  # asked to stop, and stopped (uvicorn re-raises the signal it handled)
     return code
 
 
@@ -297,8 +299,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--to", type=int, default=None)
 
     for name, (configure, _run) in EXTRA_COMMANDS.items():
-        configure(sub.add_parser(name))
+        configure(sub.add_parser(name, help=EXTRA_HELP.get(name)))
     return p
+
+
+# One line each in `ledger -h` for the commands other modules contribute.
+EXTRA_HELP = {
+    "audit-bundle": "write one task's events, inclusion proofs, checkpoint and key to one file",
+    "signing-key": "show or rotate the checkpoint signing key",
+    "worker": "claim tasks of given types and work them (the demo handler by default)",
+    "project": "run the projection runner (folds the ledger into the views)",
+    "projections": "list, check or rebuild the views",
+}
 
 
 COMMANDS: dict[str, Callable[[Any], int]] = {

@@ -319,3 +319,35 @@ def test_key_rotation_is_announced_before_the_new_key_signs(
     assert note.open_checkpoint(first["note"], [old])[1] == [old]
     assert note.open_checkpoint(first["note"], [new])[1] == [new]
     assert vkey(client, key) == new
+
+
+def test_a_ledger_keeps_the_origin_of_its_first_checkpoint(
+    client: Any,
+    keyring: dict[str, str],
+    settings: Settings,
+    service_conn: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from ledger.api.app import create_app
+
+    key = keyring["auditor"]
+    append_events(service_conn, 3)
+    assert wait_for_checkpoint(client, key, 3).startswith(ORIGIN + "\n")
+    given = settings.model_dump(exclude_unset=True)
+    # another origin asked for by name: the service refuses to start and says what to do
+    other = Settings(**{**given, "origin": "other.example/log"})
+    with (
+        pytest.raises(checkpoints.OriginMismatch, match=f"set LEDGER_ORIGIN={ORIGIN}"),
+        TestClient(create_app(other)),
+    ):
+        pass
+    # no origin given: the ledger's own is used, never the default
+    monkeypatch.delenv("LEDGER_ORIGIN", raising=False)
+    unset = Settings(**{k: v for k, v in given.items() if k != "origin"})
+    assert unset.origin != ORIGIN
+    with TestClient(create_app(unset)) as c2:
+        append_events(service_conn, 2)
+        text = wait_for_checkpoint(c2, key, 5)
+    assert note.Checkpoint.parse_text(text.split("\n\n")[0] + "\n").origin == ORIGIN
