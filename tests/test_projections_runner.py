@@ -297,7 +297,8 @@ def test_ledger_run_starts_a_runner_beside_the_api(db_url: str, tmp_path: Path) 
             assert r.status_code == 200 and "x-read-from" not in r.headers, r.text
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        code = proc.wait(timeout=30)
+    assert code == 0, f"ledger run asked to stop exited with {code}"
     deadline = time.monotonic() + 10
     with psycopg.connect(db_url, autocommit=True) as conn:
         while True:  # the runner went with the API (its sessions close soon after)
