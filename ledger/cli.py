@@ -157,13 +157,8 @@ def cmd_export(args: Any) -> int:
         head_pos, _ = store.head(conn)
         last = min(args.to, head_pos) if args.to else head_pos
         out = sys.stdout.buffer
-        conn.autocommit = False
-        with conn.cursor(name="export") as cur:
-            cur.itersize = 5000
-            cur.execute(db.q("events", "export_range"), {"from": args.from_, "to": last})
-            for row in cur:
-                out.write(store.export_row(*row))
-        conn.rollback()
+        for page in store.export_pages(conn, args.from_, last):
+            out.write(page)
         out.flush()
         print(f"exported positions {args.from_}..{last}", file=sys.stderr)
     return 0

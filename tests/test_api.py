@@ -378,3 +378,52 @@ def test_openapi_tells_errors_as_they_are_sent(client: Any) -> None:
     assert "401" not in health and "403" not in health and "503" in health
     audit_head = spec["paths"]["/audit/head"]["get"]["responses"]
     assert "401" in audit_head and "403" in audit_head
+
+
+def test_a_slow_export_reader_holds_no_transaction_and_gets_every_event(
+    db_url: str, service_conn: Any, tmp_path: Path
+) -> None:
+    """The export reads page by page, each page in its own short read: a
+    consumer that takes its time between pages (longer than the service
+    role's idle-in-transaction timeout, which ended a long cursor and cut the
+    bundle short) leaves no session idle in a transaction, and still gets
+    every event."""
+    import asyncio
+
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
+
+    from ledger import db, store
+    from tests.test_proofs import append_events
+
+    append_events(service_conn, 25)
+
+    def idle_in_transaction() -> int:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state LIKE 'idle in transaction%'"
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+    got: list[bytes] = []
+    for page in store.export_pages(service_conn, 1, 25, page=10):
+        got.append(page)
+        assert idle_in_transaction() == 0  # the reader is between pages
+    assert len(got) == 3
+
+    async def over_the_pool() -> list[bytes]:
+        pages: list[bytes] = []
+        async with AsyncConnectionPool(
+            db_url, min_size=1, max_size=2, configure=db.async_session_setup("ledger_service")
+        ) as pool:
+            async for page in store.export_pages_async(pool, 1, 25, page=10):
+                pages.append(page)
+                assert await asyncio.to_thread(idle_in_transaction) == 0
+        return pages
+
+    assert asyncio.run(over_the_pool()) == got
+    bundle = tmp_path / "paged.ndjson"
+    bundle.write_bytes(b"".join(got))
+    proc = _cli_verify(bundle)
+    assert proc.returncode == 0 and proc.stdout.startswith("OK: positions 1..25"), proc.stdout

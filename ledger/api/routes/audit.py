@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import psycopg
@@ -19,7 +18,6 @@ from ledger.verify import Bad, ChainVerifier, Result, verify_rows
 
 router = APIRouter(tags=["audit"])
 Auditor = Annotated[Principal, Depends(require("auditor"))]
-EXPORT_CHUNK = 5000
 
 
 @router.get("/audit/head", response_model=Head)
@@ -192,23 +190,8 @@ async def export(
             errors=[{"field": "to", "rule": "ge_from", "message": "to < from"}],
         )
 
-    async def lines() -> AsyncIterator[bytes]:
-        if from_ > last:
-            return
-        async with ctx.pool.connection() as conn, conn.transaction():
-            cur = conn.cursor(name="export")
-            try:
-                await cur.execute(q("events", "export_range"), {"from": from_, "to": last})
-                while True:
-                    rows = await cur.fetchmany(EXPORT_CHUNK)
-                    if not rows:
-                        break
-                    yield b"".join(store.export_row(*row) for row in rows)
-            finally:
-                await cur.close()
-
     return StreamingResponse(
-        lines(),
+        store.export_pages_async(ctx.pool, from_, last),
         media_type="application/x-ndjson",
         headers={
             "X-Ledger-From": str(from_),
