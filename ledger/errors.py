@@ -27,7 +27,7 @@ class InvalidInput(LedgerError):
 
 
 class PayloadTooLarge(LedgerError):
-    status = 413
+    status = 422  # SPEC §1: refused with 422 like all content the ledger cannot take
     title = "Request body too large"
     type_slug = "payload-too-large"
 

@@ -177,20 +177,23 @@ def test_nesting_limit(client: Any, keyring: dict[str, str]) -> None:
     assert head(client, keyring["auditor"]) == before
 
 
-def test_body_over_the_limit_is_413_and_writes_nothing(
+def test_body_over_the_limit_is_422_and_writes_nothing(
     client: Any, keyring: dict[str, str]
 ) -> None:
     before = head(client, keyring["auditor"])
     big = json.dumps({"name": "big", "role": "agent", "pad": "x" * (256 * 1024)}).encode()
     r = client.post("/admin/keys", headers={**auth(keyring["admin"]), **AS_JSON}, content=big)
-    assert_problem(r, 413)
+    body = assert_problem(r, 422)  # SPEC §1: bodies over the limit are refused with 422
+    assert body["type"].endswith("/payload-too-large") and body["instance"] == "/admin/keys"
+    assert body["errors"][0]["field"] == "body" and "262144 bytes" in body["detail"]
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies while reading
         for i in range(0, len(big), 16 * 1024):
             yield big[i : i + 16 * 1024]
 
     r = client.post("/admin/keys", headers={**auth(keyring["admin"]), **AS_JSON}, content=chunks())
-    assert_problem(r, 413)
+    body = assert_problem(r, 422)
+    assert body["type"].endswith("/payload-too-large") and body["errors"][0]["field"] == "body"
     assert head(client, keyring["auditor"]) == before
     # just under the limit is fine
     small = json.dumps({"name": "big", "role": "agent", "pad": "x" * (255 * 1024)}).encode()
@@ -378,6 +381,11 @@ def test_openapi_tells_errors_as_they_are_sent(client: Any) -> None:
     assert "401" not in health and "403" not in health and "503" in health
     audit_head = spec["paths"]["/audit/head"]["get"]["responses"]
     assert "401" in audit_head and "403" in audit_head
+    submit = spec["paths"]["/tasks"]["post"]["responses"]
+    assert "404" not in submit and "503" in submit  # nothing to miss; busy is possible
+    assert "404" in spec["paths"]["/tasks/{task_id}/claim"]["post"]["responses"]
+    inclusion = spec["paths"]["/audit/proof/inclusion"]["get"]["responses"]
+    assert {"422", "503"} <= set(inclusion)
 
 
 def test_a_slow_export_reader_holds_no_transaction_and_gets_every_event(
@@ -427,3 +435,11 @@ def test_a_slow_export_reader_holds_no_transaction_and_gets_every_event(
     bundle.write_bytes(b"".join(got))
     proc = _cli_verify(bundle)
     assert proc.returncode == 0 and proc.stdout.startswith("OK: positions 1..25"), proc.stdout
+
+
+def test_a_wrong_method_is_a_405_problem_that_says_what_is_allowed(
+    client: Any, keyring: dict[str, str]
+) -> None:
+    r = client.delete("/audit/head", headers=auth(keyring["auditor"]))
+    assert_problem(r, 405)
+    assert r.headers["allow"] == "GET"

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from ledger import merkle, note
+from ledger import checkpoints, merkle, note
 from ledger.appender import Command, NewEvent, append_sync
 from ledger.settings import Settings
 from tests.conftest import auth
@@ -131,6 +131,55 @@ def test_proof_endpoints_refuse_out_of_range_sizes(
     assert r.status_code == 403
     r = client.get("/audit/proof/inclusion", params=params, headers=auth(keyring["officer"]))
     assert r.status_code == 200
+
+
+def test_a_proof_up_to_the_head_waits_for_the_tree_instead_of_refusing(
+    client: Any, keyring: dict[str, str], service_conn: psycopg.Connection[Any]
+) -> None:
+    """The tree is built off the append path, a few milliseconds behind: a size
+    within the ledger's head is answered once the tree gets there, never
+    refused as out of range."""
+    a = auth(keyring["auditor"])
+    for _ in range(10):
+        append_events(service_conn, 3)
+        head = client.get("/audit/head", headers=a).json()["position"]
+        r = client.get(
+            "/audit/proof/inclusion", params={"position": head, "tree_size": head}, headers=a
+        )
+        assert r.status_code == 200, r.text
+        r = client.get("/audit/proof/consistency", params={"from": 1, "to": head}, headers=a)
+        assert r.status_code == 200, r.text
+
+
+def test_a_proof_the_tree_cannot_reach_in_time_is_a_503_to_retry(
+    settings: Settings, keyring: dict[str, str], service_conn: psycopg.Connection[Any], db_url: str
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from ledger.api.app import create_app
+
+    append_events(service_conn, 4)
+    with psycopg.connect(db_url, autocommit=True) as holder:
+        # another process holds the tree builder's lead and builds nothing
+        assert holder.execute(
+            "SELECT pg_try_advisory_lock(%s)", (checkpoints.LEADER_LOCK,)
+        ).fetchone() == (True,)
+        fast = settings.model_copy(update={"checkpoint_wait_seconds": 0.3})
+        with TestClient(create_app(fast)) as client:
+            a = auth(keyring["auditor"])
+            head = client.get("/audit/head", headers=a).json()["position"]
+            r = client.get(
+                "/audit/proof/inclusion", params={"position": 1, "tree_size": head}, headers=a
+            )
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"] == "1"
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert r.json()["type"].endswith("/tree-catching-up")
+            # beyond the head is out of range at once, whatever the tree
+            r = client.get(
+                "/audit/proof/consistency", params={"from": 1, "to": head + 1}, headers=a
+            )
+            assert r.status_code == 422, r.text
 
 
 def _flip(proof: list[bytes], j: int, bit: int) -> list[bytes]:

@@ -100,6 +100,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             401: {"model": Problem, "content": {"application/problem+json": {}}},
             403: {"model": Problem, "content": {"application/problem+json": {}}},
             422: {"model": Problem, "content": {"application/problem+json": {}}},
+            503: {
+                "model": Problem,
+                "content": {"application/problem+json": {}},
+                "description": "the database is busy or unavailable; nothing was written; "
+                "retry after Retry-After seconds",
+            },
         },
     )
     api_errors.install(app)
@@ -134,6 +140,8 @@ def _truthful_openapi(app: FastAPI) -> dict[str, Any]:
                 drop |= {"409", "412"}
             if not op.get("parameters") and "requestBody" not in op:
                 drop.add("422")
+            if "{" not in path:
+                drop.add("404")  # nothing in the path to be missing
             for status in drop:
                 responses.pop(status, None)
             for status, answer in responses.items():

@@ -22,7 +22,13 @@ log = structlog.get_logger("ledger.api")
 
 
 def problem(
-    status: int, title: str, detail: str, slug: str, instance: str | None = None, **extra: Any
+    status: int,
+    title: str,
+    detail: str,
+    slug: str,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": TYPE_BASE + slug,
@@ -33,7 +39,9 @@ def problem(
     if instance:
         body["instance"] = instance
     body.update({k: v for k, v in extra.items() if v is not None})
-    headers = {"WWW-Authenticate": 'Bearer realm="ledger"'} if status == 401 else {}
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="ledger"'
     if extra.get("retry_after") is not None:
         headers["Retry-After"] = str(extra["retry_after"])
     return ProblemResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
@@ -109,10 +117,11 @@ def install(app: FastAPI) -> None:
                 request.url.path,
                 errors=[{"field": "body", "rule": "max_depth", "message": "nesting too deep"}],
             )
+        if exc.status_code == 413:  # the body limit, hit while the body was read
+            return too_large(str(exc.detail), request.url.path)
         titles = {
             404: ("Not found", "not-found"),
             405: ("Method not allowed", "method-not-allowed"),
-            413: ("Request body too large", "payload-too-large"),
         }
         title, slug = titles.get(exc.status_code, ("HTTP error", f"http-{exc.status_code}"))
         return problem(
@@ -121,6 +130,7 @@ def install(app: FastAPI) -> None:
             str(exc.detail),
             slug,
             request.url.path,
+            headers=dict(exc.headers or {}),  # 405 names the methods allowed (Allow)
         )
 
     @app.exception_handler(Exception)
@@ -133,3 +143,16 @@ def install(app: FastAPI) -> None:
             "internal",
             request.url.path,
         )
+
+
+def too_large(detail: str, instance: str) -> JSONResponse:
+    """A body over the limit: SPEC §1 lists it among the content the ledger
+    refuses with 422 (nothing written); the problem type says which rule."""
+    return problem(
+        422,
+        "Request body too large",
+        detail,
+        "payload-too-large",
+        instance,
+        errors=[{"field": "body", "rule": "max_bytes", "message": detail}],
+    )

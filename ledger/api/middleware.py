@@ -7,7 +7,6 @@ import time
 import uuid
 from typing import Any
 
-import orjson
 import structlog
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -17,19 +16,8 @@ _RID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 Scope = dict[str, Any]
 
 
-def _problem_bytes(status: int, title: str, detail: str, slug: str) -> bytes:
-    return orjson.dumps(
-        {
-            "type": f"https://ledger.example/problems/{slug}",
-            "title": title,
-            "status": status,
-            "detail": detail,
-        }
-    )
-
-
 class RequestMiddleware:
-    """Binds a request id, enforces the body limit (413), logs the request."""
+    """Binds a request id, enforces the body limit (422), logs the request."""
 
     def __init__(self, app: Any, max_body_bytes: int) -> None:
         self.app = app
@@ -65,7 +53,7 @@ class RequestMiddleware:
 
         limit = self.max_body
         if length is not None and length > limit:
-            await self._too_large(send_wrapper, limit)
+            await self._too_large(scope, send_wrapper, limit)
         else:
             seen = 0
 
@@ -81,7 +69,7 @@ class RequestMiddleware:
             try:
                 await self.app(scope, receive_limited, send_wrapper)
             except _TooLarge:
-                await self._too_large(send_wrapper, limit)
+                await self._too_large(scope, send_wrapper, limit)
         route = scope.get("route")
         log.info(
             "request_handled",
@@ -93,32 +81,25 @@ class RequestMiddleware:
             latency_ms=round((time.perf_counter() - t0) * 1000, 3),
         )
 
-    async def _too_large(self, send: Any, limit: int) -> None:
-        body = _problem_bytes(
-            413,
-            "Request body too large",
-            f"request bodies are limited to {limit} bytes; split the content or store it elsewhere and reference it",
-            "payload-too-large",
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _too_large(self, scope: Scope, send: Any, limit: int) -> None:
+        from ledger.api.errors import too_large
+
+        await too_large(_limit_detail(limit), scope["path"])(scope, _no_body, send)
+
+
+def _limit_detail(limit: int) -> str:
+    return (
+        f"request bodies are limited to {limit} bytes; split the content or store it "
+        "elsewhere and reference it"
+    )
+
+
+async def _no_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 class _TooLarge(StarletteHTTPException):
     """Raised from receive(); an HTTPException so FastAPI's body reader passes it on."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(
-            413,
-            f"request bodies are limited to {limit} bytes; split the content or store it "
-            "elsewhere and reference it",
-        )
+        super().__init__(413, _limit_detail(limit))  # answered as a 422 problem

@@ -12,12 +12,14 @@ from pydantic import BaseModel, Field
 
 from ledger import errors, store, tree
 from ledger.api.deps import Caller, Context, Ctx, Principal, require
+from ledger.api.models import Problem
 from ledger.checkpoints import KeyHolder
 from ledger.db import q
 
 router = APIRouter(tags=["proofs"])
 Auditor = Annotated[Principal, Depends(require("auditor", "officer"))]
 NOTE = "text/plain; charset=utf-8"
+_PROBLEM: dict[str, Any] = {"model": Problem, "content": {"application/problem+json": {}}}
 
 
 class InclusionProof(BaseModel):
@@ -110,7 +112,43 @@ async def public_key(ctx: Ctx, _: Caller) -> PlainTextResponse:
     return PlainTextResponse(keys.get().verifier.vkey + "\n", media_type=NOTE)
 
 
-@router.get("/audit/proof/inclusion", response_model=InclusionProof)
+class TreeCatchingUp(errors.Unavailable):
+    title = "Tree catching up"
+    type_slug = "tree-catching-up"
+
+
+async def _await_tree(ctx: Context, conn: Any, size: int, what: str) -> None:
+    """A size within the ledger's head is one the tree will reach in a few
+    milliseconds (it is built off the append path): wait for it, bounded, then
+    answer 503 with Retry-After. Only a size beyond the head is out of range,
+    and that is left to the proof's own check (422)."""
+    if (await tree.read_state_async(conn)).size >= size:
+        return
+    head, _h = await store.head_async(conn)
+    if size > head:
+        return
+    deadline = time.monotonic() + ctx.settings.checkpoint_wait_seconds
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        built = (await tree.read_state_async(conn)).size
+        if built >= size:
+            return
+    raise TreeCatchingUp(
+        f"{what} {size} is within the ledger (head {head}) but the tree is built to {built}; "
+        "retry shortly",
+        tree_size=built,
+        retry_after=1,
+    )
+
+
+@router.get(
+    "/audit/proof/inclusion",
+    response_model=InclusionProof,
+    responses={
+        422: {**_PROBLEM, "description": "position or tree_size out of range (beyond the head)"},
+        503: {**_PROBLEM, "description": "the tree has not reached tree_size yet (Retry-After)"},
+    },
+)
 async def inclusion_proof(
     ctx: Ctx,
     _: Auditor,
@@ -118,12 +156,19 @@ async def inclusion_proof(
     tree_size: Annotated[int, Query(ge=1)],
 ) -> dict[str, Any]:
     async with ctx.pool.connection() as conn:
+        await _await_tree(ctx, conn, tree_size, "tree_size")
         hashes = await tree.inclusion_async(conn, _cache(ctx), position, tree_size)
     return {"leaf_index": position - 1, "tree_size": tree_size, "hashes": [h.hex() for h in hashes]}
 
 
 @router.get(
-    "/audit/proof/consistency", response_model=ConsistencyProof, response_model_by_alias=True
+    "/audit/proof/consistency",
+    response_model=ConsistencyProof,
+    response_model_by_alias=True,
+    responses={
+        422: {**_PROBLEM, "description": "from or to out of range (to beyond the head, from > to)"},
+        503: {**_PROBLEM, "description": "the tree has not reached size to yet (Retry-After)"},
+    },
 )
 async def consistency_proof(
     ctx: Ctx,
@@ -132,5 +177,6 @@ async def consistency_proof(
     to: Annotated[int, Query(ge=0, description="size of the newer tree")],
 ) -> dict[str, Any]:
     async with ctx.pool.connection() as conn:
+        await _await_tree(ctx, conn, to, "to")
         hashes = await tree.consistency_async(conn, _cache(ctx), from_, to)
     return {"from": from_, "to": to, "hashes": [h.hex() for h in hashes]}
