@@ -105,7 +105,7 @@ def rotate_key_file(path: Path, name: str) -> tuple[note.Signer, note.Signer]:
 
 def service_meta() -> dict[str, Any]:
     return {
-        "actor": "service",
+        "actor": "ledger-service",  # the service's own principal, as lease expiry names it
         "role": "service",
         "request_id": f"checkpoints-{uuid.uuid4().hex[:12]}",
     }

@@ -19,7 +19,9 @@ from ledger.appender import Command, NewEvent
 ROLES = ("agent", "officer", "auditor", "admin")
 # Names the ledger itself acts under (meta.actor of the lease sweeper and of
 # the command line): nobody may hold a key in them.
-RESERVED = frozenset({"ledger-service", "operator"})
+# The ledger's own names in meta.actor (older signing-key announcements say
+# "service"): no key may be issued under them.
+RESERVED = frozenset({"ledger-service", "operator", "service"})
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 KEY_PREFIX = "lk_"
 

@@ -106,7 +106,11 @@ def format_time(t: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An RFC 3339 time; its ``T`` and ``Z`` may be lowercase (§5.6)."""
+    text = text.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    t = datetime.fromisoformat(text[:10] + text[10:11].upper() + text[11:])
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 

@@ -342,7 +342,7 @@ def test_keys_are_not_replaced_silently_and_reserved_names_refused(
             "/admin/keys", headers=admin, json={"name": "desk-1", "role": "officer"}
         )
         assert '"replace": true' in assert_problem(again, 409)["detail"]
-        for name in ("ledger-service", "operator"):
+        for name in ("ledger-service", "operator", "service"):
             r = client.post("/admin/keys", headers=admin, json={"name": name, "role": "admin"})
             assert assert_problem(r, 422)["errors"][0]["rule"] == "reserved"
         assert head(client, keyring["auditor"]) == before

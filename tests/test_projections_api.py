@@ -130,6 +130,18 @@ def test_bad_list_parameters_and_cursors_are_422(client: Any, keyring: dict[str,
         assert r.headers["content-type"].startswith("application/problem+json")
     ok = client.get("/tasks", params={"cursor": cursor, "status": "queued"}, headers=auth(officer))
     assert ok.status_code == 200 and len(ok.json()["items"]) == 2
+    # SPEC §4's template filled with blanks: a blank parameter is one not given
+    r = client.get(
+        f"/tasks?status=&agent_name=&task_type=&limit=&cursor=&min_position={last['position']}",
+        headers=auth(officer),
+    )
+    assert r.status_code == 200, r.text
+    assert (
+        r.json()["items"]
+        == client.get(
+            "/tasks", params={"min_position": last["position"]}, headers=auth(officer)
+        ).json()["items"]
+    )
 
 
 def test_min_position_gives_up_with_a_clear_503(

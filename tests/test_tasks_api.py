@@ -341,6 +341,10 @@ def test_replay_between_two_events(client: Any, keyring: dict[str, str]) -> None
     offset = (t1 + (t2 - t1) / 2).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
     r2 = client.get(f"/tasks/{tid}/replay", params={"at": offset}, headers=auth(officer))
     assert r2.json() == rep
+    # and so does RFC 3339's lowercase form (t, z)
+    lower = between.replace("T", "t").replace("Z", "z")
+    r3 = client.get(f"/tasks/{tid}/replay", params={"at": lower}, headers=auth(officer))
+    assert r3.status_code == 200 and r3.json() == rep, r3.text
 
     r = client.get(
         f"/tasks/{tid}/replay",

@@ -108,6 +108,15 @@ async def list_checkpoints(
     responses={200: {"content": {NOTE: {}}, "description": "<name>+<hex key id>+<base64 key>"}},
 )
 async def public_key(ctx: Ctx, _: Caller) -> PlainTextResponse:
+    """The key that signed the latest checkpoint (first of its signers), so the
+    key and ``GET /audit/checkpoint`` always go together: a key just rotated
+    in is served once its announcement is covered by a checkpoint it signed.
+    Before the first checkpoint, the key the service will sign with."""
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(q("proofs", "latest_checkpoint"))
+        row = await cur.fetchone()
+    if row is not None and row[5]:
+        return PlainTextResponse(row[5][0] + "\n", media_type=NOTE)
     keys: KeyHolder = ctx.extras["signing_keys"]
     return PlainTextResponse(keys.get().verifier.vkey + "\n", media_type=NOTE)
 

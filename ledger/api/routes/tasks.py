@@ -300,7 +300,7 @@ async def requeue(
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Put a retryable failed task (or a running one whose lease lapsed) back
-    in the queue. Officers, and the agent that submitted the task or last held it."""
+    in the queue. Officers and any agent (SPEC §3)."""
     cmd = tasks.Requeue(body.reason, tasks.format_time(commands.now()))
     out = await _run(request, response, ctx, who, task_id, cmd, raw, if_match, idempotency_key)
     return tasks.view(out.state)
