@@ -172,6 +172,7 @@ class Leader:
         position = vkeys.get(new.verifier.vkey)
         if position is None:
             prev_vkey = previous.verifier.vkey if previous else None
+            self.conn.execute("SET LOCAL synchronous_commit = on")  # an event: durable
             (res,) = append_sync(
                 self.conn, [announcement_command(new, self.settings.origin, prev_vkey)]
             )
@@ -219,6 +220,7 @@ class Leader:
         cp = note.Checkpoint(self.settings.origin, size, root)
         text = note.sign_checkpoint(cp, *signers)
         key_ids = [s.verifier.key_id.hex() for s in signers]
+        self.conn.execute("SET LOCAL synchronous_commit = on")  # served once committed: durable
         self.conn.execute(
             q("proofs", "insert_checkpoint"),
             {
@@ -275,6 +277,12 @@ class CheckpointService:
                     lock_conn.execute("LISTEN ledger_checkpoint_wanted")
                     with psycopg.connect(self.url) as work:
                         db.session_setup(self.settings.db_role)(work)
+                        # The tiles are derived from the events (a builder that
+                        # lost its last steps in a crash redoes them from the
+                        # stored state), so they skip the flush each step cost the
+                        # appends beside them; a checkpoint itself is durable (sign).
+                        work.execute("SET synchronous_commit = off")
+                        work.commit()
                         self._lead(lock_conn, work)
             except tree.TreeHalted as exc:
                 log.error("tree_halted", reason=exc.detail)
@@ -303,12 +311,15 @@ class CheckpointService:
             for n in lock_conn.notifies(timeout=max(wait, 0.01), stop_after=1):
                 if n.channel == WANT_CHANNEL:
                     urgent = True
-            # woken by an append right after a step: gather the commits that follow
-            # for the rest of the gap (a checkpoint asked for still goes at once)
-            while not urgent and (rest := stepped + gap - time.monotonic()) > 0:
-                for n in lock_conn.notifies(timeout=rest, stop_after=1):
-                    if n.channel == WANT_CHANNEL:
-                        urgent = True
+            # Woken by an append right after a step: let the commits that follow
+            # gather for the rest of the gap, asleep (every commit NOTIFYs; waking
+            # for each one cost the API process's request thread the GIL hundreds
+            # of times a second), then take what arrived meanwhile at once.
+            if not urgent and (rest := stepped + gap - time.monotonic()) > 0:
+                self.stopping.wait(rest)
+            for n in lock_conn.notifies(timeout=0.0):
+                if n.channel == WANT_CHANNEL:
+                    urgent = True
 
 
 def load_keys(settings: Settings) -> KeyHolder:
