@@ -443,3 +443,15 @@ def test_a_wrong_method_is_a_405_problem_that_says_what_is_allowed(
     r = client.delete("/audit/head", headers=auth(keyring["auditor"]))
     assert_problem(r, 405)
     assert r.headers["allow"] == "GET"
+
+
+def test_the_service_tunes_the_collector_while_it_runs_and_restores_it(settings: Settings) -> None:
+    import gc
+
+    before = gc.get_threshold()
+    tuned = settings.model_copy(update={"gc_threshold": 12_345})
+    with TestClient(create_app(tuned)):
+        assert gc.get_threshold() == (12_345, *before[1:])
+        assert gc.get_freeze_count() > 0  # what the started service holds is out of the way
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
