@@ -224,6 +224,47 @@ def test_version_conflict_refuses_only_that_command(service_conn: psycopg.Connec
     _chain_ok(service_conn, 5)
 
 
+def test_one_batch_sees_its_own_earlier_commands(service_conn: psycopg.Connection[Any]) -> None:
+    """A batch's events go into the table in one statement at its end; a
+    command still sees what earlier commands of the same batch did to its
+    stream and to its idempotency key."""
+    key = ("agent-1", "key-1", b"\x01" * 32)
+
+    def cmd(stream: str, expected: int | None, idem: Any = None, n: int = 1) -> Command:
+        return Command(
+            stream=stream,
+            events=[NewEvent("Tested", {"k": k}) for k in range(n)],
+            meta=META,
+            expected_version=expected,
+            idempotency=idem,
+        )
+
+    results = append_sync(
+        service_conn,
+        [
+            cmd("s-1", 0, key, 2),  # ok: positions 1-2
+            cmd("s-2", 0),  # ok: 3
+            cmd("s-3", 0, key),  # the same key, the same request: the first's answer
+            cmd("s-4", 0, ("agent-1", "key-1", b"\x02" * 32)),  # same key, other request
+            cmd("s-1", None),  # after s-2 and the refusals: s-1 is at version 2
+            cmd("s-2", 1, n=2),  # s-2 at 1: ok, versions 2-3
+            cmd("s-1", 2),  # stale: the one before made s-1 version 3
+        ],
+    )
+    assert [(e.position, e.version) for e in results[0]] == [(1, 1), (2, 2)]  # type: ignore[union-attr]
+    assert isinstance(results[2], errors.DuplicateCommand)
+    assert isinstance(results[3], errors.IdempotencyMismatch)
+    assert [(e.position, e.version) for e in results[4]] == [(4, 3)]  # type: ignore[union-attr]
+    assert [(e.position, e.version) for e in results[5]] == [(5, 2), (6, 3)]  # type: ignore[union-attr]
+    assert isinstance(results[6], errors.VersionConflict) and results[6].actual == 3
+    rows = service_conn.execute("SELECT stream, version FROM events ORDER BY position").fetchall()
+    assert rows == [("s-1", 1), ("s-1", 2), ("s-2", 1), ("s-1", 3), ("s-2", 2), ("s-2", 3)]
+    assert service_conn.execute(
+        "SELECT stream, first_position, last_position FROM idempotency_keys"
+    ).fetchall() == [("s-1", 1, 2)]
+    _chain_ok(service_conn, 6)
+
+
 def test_concurrent_commands_on_one_stream_one_wins(db_url: str) -> None:
     """Twenty commands all decided on an empty stream: one is recorded, the
     rest refused with a version conflict, in whatever batches they land."""
