@@ -277,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
                 " per request, no chain (`bench/apps.py`).",
                 "In-process appends go through `ledger.appender.Appender` (one connection, group"
                 " commit through `ledger_append()`); one new task stream per command with"
-                " expected version 0. `eventsourcing` runs in threads with its PostgreSQL persistence"
+                " expected version 0, named `task-<UUIDv7>` as `POST /tasks` names them (time-ordered"
+                " keys: new streams land at the right edge of the (stream, version) index, also for"
+                " plain INSERT). `eventsourcing` runs in threads with its PostgreSQL persistence"
                 " (psycopg 3), a pool of one connection per thread; plain INSERT runs one autocommit"
                 " connection per writer.",
                 "commits/event: counted by the appender for ours; from `pg_stat_database.xact_commit`"

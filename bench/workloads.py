@@ -30,6 +30,7 @@ from bench.pg import Server, libpq_params
 from bench.results import NOT_BUILT, Row, percentile
 from ledger import db, errors, keys
 from ledger.appender import Appender, Command, NewEvent, append_sync
+from ledger.commands import uuid7
 from ledger.verify import verify_file
 
 PAYLOAD = {"symbol": "AAPL", "quantity": 250}
@@ -258,7 +259,7 @@ def _task_command(n: int, size: int) -> Command:
         NewEvent("TaskStepRecorded", {"kind": "note", "content": f"step {i}"})
         for i in range(1, size)
     ]
-    return Command(f"task-{uuid.uuid4()}", events, _meta(n), expected_version=0)
+    return Command(f"task-{uuid7()}", events, _meta(n), expected_version=0)
 
 
 async def _ours(url: str, writers: int, size: int, seconds: float, warmup: float) -> dict[str, Any]:
@@ -325,7 +326,7 @@ async def _plain_insert(url: str, writers: int, seconds: float, warmup: float) -
                 return
             await conn.execute(
                 "INSERT INTO plain_events (stream, type, body) VALUES (%s, %s, %s)",
-                (f"task-{uuid.uuid4()}", "TaskSubmitted", body),
+                (f"task-{uuid7()}", "TaskSubmitted", body),
             )
             t1 = time.perf_counter()
             if t0 >= warm_until:
