@@ -298,6 +298,9 @@ class CheckpointService:
                 self.is_leader = False
 
     def _lead(self, lock_conn: psycopg.Connection[Any], work: psycopg.Connection[Any]) -> None:
+        # another process may have signed the first checkpoint since this one started
+        self.settings = resolve_origin(self.settings, stored_origin(work))
+        work.commit()
         leader = Leader(work, self.settings, self.keys)
         self.is_leader = True
         log.info("checkpoint_leader_elected", tree_size=leader.builder.size)
@@ -317,9 +320,14 @@ class CheckpointService:
             # of times a second), then take what arrived meanwhile at once.
             if not urgent and (rest := stepped + gap - time.monotonic()) > 0:
                 self.stopping.wait(rest)
-            for n in lock_conn.notifies(timeout=0.0):
-                if n.channel == WANT_CHANNEL:
-                    urgent = True
+            while True:  # one read takes what one packet holds: read until none is left
+                got = False
+                for n in lock_conn.notifies(timeout=0.0):
+                    got = True
+                    if n.channel == WANT_CHANNEL:
+                        urgent = True
+                if not got:
+                    break
 
 
 def load_keys(settings: Settings) -> KeyHolder:
@@ -399,7 +407,9 @@ def configure_signing_key(p: Any) -> None:
 def cmd_signing_key(args: Any) -> int:
     import sys
 
-    settings = settings_with_stored_origin(Settings(), db.resolve_url(Settings()))
+    url = db.resolve_url(Settings())
+    db.apply_schema(url)
+    settings = settings_with_stored_origin(Settings(), url)
     path = key_path(settings)
     if args.signing_cmd == "show":
         print(load_keys(settings).get().verifier.vkey)

@@ -280,7 +280,8 @@ class Builder:
         raise TreeHalted(reason)
 
 
-def _check_inclusion(position: int, size: int, built: int) -> None:
+def check_inclusion_args(position: int, size: int) -> None:
+    """The request itself, whatever the tree: 1 <= position <= tree_size."""
     if position < 1 or position > size:
         raise errors.InvalidInput(
             f"position {position} is not in a tree of size {size} (positions 1..{size})",
@@ -288,15 +289,24 @@ def _check_inclusion(position: int, size: int, built: int) -> None:
                 {"field": "position", "rule": "le_tree_size", "message": "position > tree_size"}
             ],
         )
+
+
+def _check_inclusion(position: int, size: int, built: int) -> None:
+    check_inclusion_args(position, size)
     check_size(size, built)
 
 
-def _check_consistency(old: int, new: int, built: int) -> None:
+def check_consistency_args(old: int, new: int) -> None:
+    """The request itself, whatever the tree: 0 <= from <= to."""
     if old < 0 or old > new:
         raise errors.InvalidInput(
             f"from must be between 0 and to ({new}); got {old}",
             errors=[{"field": "from", "rule": "le_to", "message": "from > to"}],
         )
+
+
+def _check_consistency(old: int, new: int, built: int) -> None:
+    check_consistency_args(old, new)
     check_size(new, built, "to")
 
 

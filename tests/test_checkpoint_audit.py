@@ -351,3 +351,12 @@ def test_a_ledger_keeps_the_origin_of_its_first_checkpoint(
         append_events(service_conn, 2)
         text = wait_for_checkpoint(c2, key, 5)
     assert note.Checkpoint.parse_text(text.split("\n\n")[0] + "\n").origin == ORIGIN
+    # `ledger signing-key rotate` from a shell without LEDGER_ORIGIN names the new key
+    # after the ledger's origin, not the default
+    monkeypatch.setenv("LEDGER_DATABASE_URL", settings.database_url or "")
+    monkeypatch.setenv("LEDGER_SIGNING_KEY_FILE", str(settings.signing_key_file))
+    assert cli.main(["signing-key", "rotate"]) == 0
+    assert settings.signing_key_file is not None
+    assert note.load_key_file(settings.signing_key_file).verifier.name == ORIGIN
+    monkeypatch.setenv("LEDGER_ORIGIN", "other.example/log")
+    assert cli.main(["signing-key", "rotate"]) != 0  # refused, with the stored origin named

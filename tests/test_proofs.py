@@ -164,22 +164,29 @@ def test_a_proof_the_tree_cannot_reach_in_time_is_a_503_to_retry(
         assert holder.execute(
             "SELECT pg_try_advisory_lock(%s)", (checkpoints.LEADER_LOCK,)
         ).fetchone() == (True,)
-        fast = settings.model_copy(update={"checkpoint_wait_seconds": 0.3})
-        with TestClient(create_app(fast)) as client:
-            a = auth(keyring["auditor"])
-            head = client.get("/audit/head", headers=a).json()["position"]
-            r = client.get(
-                "/audit/proof/inclusion", params={"position": 1, "tree_size": head}, headers=a
-            )
-            assert r.status_code == 503, r.text
-            assert r.headers["retry-after"] == "1"
-            assert r.headers["content-type"].startswith("application/problem+json")
-            assert r.json()["type"].endswith("/tree-catching-up")
-            # beyond the head is out of range at once, whatever the tree
-            r = client.get(
-                "/audit/proof/consistency", params={"from": 1, "to": head + 1}, headers=a
-            )
-            assert r.status_code == 422, r.text
+        for wait in (0.3, 0.0):
+            fast = settings.model_copy(update={"checkpoint_wait_seconds": wait})
+            with TestClient(create_app(fast), raise_server_exceptions=False) as client:
+                a = auth(keyring["auditor"])
+                head = client.get("/audit/head", headers=a).json()["position"]
+                r = client.get(
+                    "/audit/proof/inclusion", params={"position": 1, "tree_size": head}, headers=a
+                )
+                assert r.status_code == 503, r.text
+                assert r.headers["retry-after"] == "1"
+                assert r.headers["content-type"].startswith("application/problem+json")
+                assert r.json()["type"].endswith("/tree-catching-up")
+                # beyond the head is out of range at once, whatever the tree
+                r = client.get(
+                    "/audit/proof/consistency", params={"from": 1, "to": head + 1}, headers=a
+                )
+                assert r.status_code == 422, r.text
+                # and so is a request that is wrong in itself, without waiting
+                t0 = time.monotonic()
+                r = client.get(
+                    "/audit/proof/consistency", params={"from": head, "to": 1}, headers=a
+                )
+                assert r.status_code == 422 and time.monotonic() - t0 < 0.25, r.text
 
 
 def _flip(proof: list[bytes], j: int, bit: int) -> list[bytes]:

@@ -126,27 +126,34 @@ class TreeCatchingUp(errors.Unavailable):
     type_slug = "tree-catching-up"
 
 
-async def _await_tree(ctx: Context, conn: Any, size: int, what: str) -> None:
+async def _await_tree(ctx: Context, size: int, what: str) -> None:
     """A size within the ledger's head is one the tree will reach in a few
     milliseconds (it is built off the append path): wait for it, bounded, then
     answer 503 with Retry-After. Only a size beyond the head is out of range,
-    and that is left to the proof's own check (422)."""
-    if (await tree.read_state_async(conn)).size >= size:
-        return
-    head, _h = await store.head_async(conn)
-    if size > head:
+    and that is left to the proof's own check (422). No pool connection is
+    held while waiting: one short read per look."""
+
+    async def look() -> tuple[tree.State, int]:
+        async with ctx.pool.connection() as conn:
+            state = await tree.read_state_async(conn)
+            head = (await store.head_async(conn))[0] if state.size < size else state.size
+        return state, head
+
+    state, head = await look()
+    if state.size >= size or size > head:
         return
     deadline = time.monotonic() + ctx.settings.checkpoint_wait_seconds
-    while time.monotonic() < deadline:
+    while not state.halted and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-        built = (await tree.read_state_async(conn)).size
-        if built >= size:
+        state, head = await look()
+        if state.size >= size:
             return
+    why = "its builder has halted (see merkle_state.halted)" if state.halted else "retry shortly"
     raise TreeCatchingUp(
-        f"{what} {size} is within the ledger (head {head}) but the tree is built to {built}; "
-        "retry shortly",
-        tree_size=built,
-        retry_after=1,
+        f"{what} {size} is within the ledger (head {head}) but the tree is built to "
+        f"{state.size}; {why}",
+        tree_size=state.size,
+        retry_after=None if state.halted else 1,
     )
 
 
@@ -164,8 +171,9 @@ async def inclusion_proof(
     position: Annotated[int, Query(ge=1)],
     tree_size: Annotated[int, Query(ge=1)],
 ) -> dict[str, Any]:
+    tree.check_inclusion_args(position, tree_size)  # a bad request is a 422 at once
+    await _await_tree(ctx, tree_size, "tree_size")
     async with ctx.pool.connection() as conn:
-        await _await_tree(ctx, conn, tree_size, "tree_size")
         hashes = await tree.inclusion_async(conn, _cache(ctx), position, tree_size)
     return {"leaf_index": position - 1, "tree_size": tree_size, "hashes": [h.hex() for h in hashes]}
 
@@ -185,7 +193,8 @@ async def consistency_proof(
     from_: Annotated[int, Query(alias="from", ge=0, description="size of the older tree")],
     to: Annotated[int, Query(ge=0, description="size of the newer tree")],
 ) -> dict[str, Any]:
+    tree.check_consistency_args(from_, to)
+    await _await_tree(ctx, to, "to")
     async with ctx.pool.connection() as conn:
-        await _await_tree(ctx, conn, to, "to")
         hashes = await tree.consistency_async(conn, _cache(ctx), from_, to)
     return {"from": from_, "to": to, "hashes": [h.hex() for h in hashes]}
