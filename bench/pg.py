@@ -27,22 +27,22 @@ from ledger import db
 
 class Server:
     def __init__(self) -> None:
-        self._tmp: Path | None = None
         url = os.environ.get("LEDGER_BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL")
         self.embedded = not url
+        # a home of its own for every process the run starts: the embedded server
+        # (when no URL is given) and throwaway signing keys, never the working tree's
+        self._tmp = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
+        os.environ["LEDGER_HOME"] = str(self._tmp)
         if not url:
-            self._tmp = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
-            os.environ["LEDGER_HOME"] = str(self._tmp)
             url = db.embedded_url(self._tmp)
         self.url: str = url
 
     def close(self) -> None:
-        if self._tmp is not None:
-            server = db._embedded.pop(str(self._tmp.resolve()), None)
-            if server is not None:
-                with contextlib.suppress(Exception):
-                    server.cleanup()
-            shutil.rmtree(self._tmp, ignore_errors=True)
+        server = db._embedded.pop(str(self._tmp.resolve()), None)
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.cleanup()
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
     def url_for(self, name: str) -> str:
         return make_conninfo(self.url, dbname=name)

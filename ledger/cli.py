@@ -168,9 +168,11 @@ def cmd_serve(args: Any) -> int:
     import uvicorn
 
     settings = Settings()
+    url = db.resolve_url(settings)
     if args.workers > 1 and not settings.database_url:
         # one embedded server for every worker: resolve it here and hand it down
-        os.environ["LEDGER_DATABASE_URL"] = db.resolve_url(settings)
+        os.environ["LEDGER_DATABASE_URL"] = url
+    _refuse_another_origin(settings, url)
     uvicorn.run(
         "ledger.api.app:create_app",
         factory=True,
@@ -187,11 +189,18 @@ def cmd_serve(args: Any) -> int:
 RUN_COMPANIONS: list[list[str]] = [["projections"]]  # python -m projections: the runner
 
 
+def _refuse_another_origin(settings: Settings, url: str) -> None:
+    """Before anything starts: a LEDGER_ORIGIN other than the ledger's own is a
+    one-line refusal (OriginMismatch), not a traceback out of a started server."""
+    db.apply_schema(url)
+    checkpoints.settings_with_stored_origin(settings, url)
+
+
 def cmd_run(args: Any) -> int:
     """The API and its companion processes (projection runner), one database."""
     settings = Settings()
     url = db.resolve_url(settings)
-    db.apply_schema(url)
+    _refuse_another_origin(settings, url)
     env = {**os.environ, "LEDGER_DATABASE_URL": url}
     print(f"ledger: database {db.redact(url)}", file=sys.stderr)
     print(f"ledger: serving on http://{args.host}:{args.port}  (Ctrl-C stops)", file=sys.stderr)
@@ -228,8 +237,8 @@ def cmd_run(args: Any) -> int:
         while (code := api.poll()) is None:
             time.sleep(0.5)
             for i, p in companions.items():
-                if stopping or p.poll() is None or time.monotonic() < restarts[i]:
-                    continue
+                if stopping or p.poll() in (None, 0) or time.monotonic() < restarts[i]:
+                    continue  # running, or it stopped cleanly: asked to (a signal), not a crash
                 # a companion died (a runner killed, a crash): start it again,
                 # at most every 5 s, so the views never quietly stop moving
                 _err(f"{' '.join(RUN_COMPANIONS[i])} exited with {p.returncode}; restarting it")

@@ -28,6 +28,21 @@ from ledger.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _home_state(home: Path) -> list[tuple[str, int]]:
+    return sorted((p.name, p.stat().st_mtime_ns) for p in home.glob("signing.key*"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def working_tree_ledger_untouched() -> Iterator[None]:
+    """The suite never makes, reads or replaces the working tree's own
+    ``.ledger`` (its signing key signs a real ledger's checkpoints)."""
+    home = ROOT / ".ledger"
+    existed, before = home.exists(), _home_state(home)
+    yield
+    assert home.exists() == existed, "a test created the working tree's .ledger"
+    assert _home_state(home) == before, "a test changed the working tree's signing key"
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[dict[str, Any]]:
     """{'url': superuser URL to a maintenance database, 'embedded': bool}"""
@@ -91,10 +106,15 @@ def db_url(pg_server: dict[str, Any], template_db: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(db_url: str) -> Settings:
-    # the views need a runner: one runs inside the test app (projections_in_api)
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    # the views need a runner: one runs inside the test app (projections_in_api);
+    # the signing key is the test's own (LEDGER_HOME), never the working tree's
     return Settings(
-        database_url=db_url, log_format="json", log_level="warning", projections_in_api=True
+        database_url=db_url,
+        home=tmp_path / "home",
+        log_format="json",
+        log_level="warning",
+        projections_in_api=True,
     )
 
 

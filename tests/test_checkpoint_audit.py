@@ -360,3 +360,18 @@ def test_a_ledger_keeps_the_origin_of_its_first_checkpoint(
     assert note.load_key_file(settings.signing_key_file).verifier.name == ORIGIN
     monkeypatch.setenv("LEDGER_ORIGIN", "other.example/log")
     assert cli.main(["signing-key", "rotate"]) != 0  # refused, with the stored origin named
+    # `ledger run` refuses in one line before it starts anything
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "ledger", "run", "--port", "1"],
+        env={**os.environ, "LEDGER_HOME": str(settings.home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert f"set LEDGER_ORIGIN={ORIGIN}" in proc.stderr and "Traceback" not in proc.stderr
+    assert "serving on" not in proc.stderr, proc.stderr

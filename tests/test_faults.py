@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -83,10 +84,15 @@ def _free_port() -> int:
 
 @pytest.mark.timeout(120)
 def test_sigkill_of_the_api_under_load_loses_no_acknowledged_append(
-    db_url: str, keyring: dict[str, str], super_conn: psycopg.Connection[Any]
+    db_url: str, keyring: dict[str, str], super_conn: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
     port = _free_port()
-    env = {**os.environ, "LEDGER_DATABASE_URL": db_url, "LEDGER_LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "LEDGER_DATABASE_URL": db_url,
+        "LEDGER_LOG_LEVEL": "warning",
+        "LEDGER_HOME": str(tmp_path),
+    }
     server = subprocess.Popen(
         [sys.executable, "-m", "ledger", "serve", "--port", str(port)],
         env=env,

@@ -30,6 +30,7 @@ def proof_settings(db_url: str, key_file: Path) -> Settings:
     """The shared settings, plus a signing key of the test's own and fast checkpoints."""
     return Settings(
         database_url=db_url,
+        home=key_file.parent,
         log_format="json",
         log_level="warning",
         origin=ORIGIN,
