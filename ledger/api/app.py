@@ -15,7 +15,7 @@ from ledger import db, logs
 from ledger.api import errors as api_errors
 from ledger.api.deps import Context
 from ledger.api.middleware import RequestMiddleware
-from ledger.api.models import Problem
+from ledger.api.models import PROBLEM_RESPONSE
 from ledger.api.routes import admin, audit, events, health
 from ledger.api.routes.proofs import router as proofs_router
 
@@ -99,12 +99,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
         responses={
-            401: {"model": Problem, "content": {"application/problem+json": {}}},
-            403: {"model": Problem, "content": {"application/problem+json": {}}},
-            422: {"model": Problem, "content": {"application/problem+json": {}}},
+            401: PROBLEM_RESPONSE,
+            403: PROBLEM_RESPONSE,
+            422: PROBLEM_RESPONSE,
             503: {
-                "model": Problem,
-                "content": {"application/problem+json": {}},
+                **PROBLEM_RESPONSE,
                 "description": "the database is busy or unavailable; nothing was written; "
                 "retry after Retry-After seconds",
             },

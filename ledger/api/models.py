@@ -91,3 +91,7 @@ class Problem(BaseModel):
     status: int
     detail: str
     instance: str | None = None
+
+
+# An error answer as OpenAPI describes it (responses={status: PROBLEM_RESPONSE}).
+PROBLEM_RESPONSE: dict[str, Any] = {"model": Problem, "content": {"application/problem+json": {}}}

@@ -12,14 +12,13 @@ from pydantic import BaseModel, Field
 
 from ledger import errors, store, tree
 from ledger.api.deps import Caller, Context, Ctx, Principal, require
-from ledger.api.models import Problem
+from ledger.api.models import PROBLEM_RESPONSE
 from ledger.checkpoints import KeyHolder
 from ledger.db import q
 
 router = APIRouter(tags=["proofs"])
 Auditor = Annotated[Principal, Depends(require("auditor", "officer"))]
 NOTE = "text/plain; charset=utf-8"
-_PROBLEM: dict[str, Any] = {"model": Problem, "content": {"application/problem+json": {}}}
 
 
 class InclusionProof(BaseModel):
@@ -161,8 +160,14 @@ async def _await_tree(ctx: Context, size: int, what: str) -> None:
     "/audit/proof/inclusion",
     response_model=InclusionProof,
     responses={
-        422: {**_PROBLEM, "description": "position or tree_size out of range (beyond the head)"},
-        503: {**_PROBLEM, "description": "the tree has not reached tree_size yet (Retry-After)"},
+        422: {
+            **PROBLEM_RESPONSE,
+            "description": "position or tree_size out of range (beyond the head)",
+        },
+        503: {
+            **PROBLEM_RESPONSE,
+            "description": "the tree has not reached tree_size yet (Retry-After)",
+        },
     },
 )
 async def inclusion_proof(
@@ -183,8 +188,14 @@ async def inclusion_proof(
     response_model=ConsistencyProof,
     response_model_by_alias=True,
     responses={
-        422: {**_PROBLEM, "description": "from or to out of range (to beyond the head, from > to)"},
-        503: {**_PROBLEM, "description": "the tree has not reached size to yet (Retry-After)"},
+        422: {
+            **PROBLEM_RESPONSE,
+            "description": "from or to out of range (to beyond the head, from > to)",
+        },
+        503: {
+            **PROBLEM_RESPONSE,
+            "description": "the tree has not reached size to yet (Retry-After)",
+        },
     },
 )
 async def consistency_proof(

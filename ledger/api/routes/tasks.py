@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from ledger import commands, errors, tasks
 from ledger.api.deps import Caller, CheckedBody, Ctx, Principal, meta_for, require
-from ledger.api.models import EventOut, Problem
+from ledger.api.models import PROBLEM_RESPONSE, EventOut
 from ledger.api.task_models import (
     CommentRequest,
     CompleteRequest,
@@ -28,8 +28,7 @@ from ledger.api.task_models import (
 from projections import task_view, watch
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "content": {"application/problem+json": {}}}
-    for status in (404, 409, 412)
+    status: PROBLEM_RESPONSE for status in (404, 409, 412)
 }
 router = APIRouter(tags=["tasks"], responses=_PROBLEMS)
 
@@ -327,7 +326,7 @@ async def cancel(
 @router.get(
     "/tasks/{task_id}",
     response_model=TaskOut,
-    responses={503: {"model": Problem, "content": {"application/problem+json": {}}}},
+    responses={503: PROBLEM_RESPONSE},
 )
 async def get_task(
     ctx: Ctx,

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from ledger import errors, keys, tasks
 from ledger.api.deps import Caller, CheckedBody, Ctx, Principal, meta_for, require
-from ledger.api.models import Problem
+from ledger.api.models import PROBLEM_RESPONSE
 from ledger.api.routes.tasks import REPLAYED_HEADER, Agent, IdempotencyKey, _lease_seconds
 from ledger.api.task_models import TASK_TYPE_PATTERN, LeaseRequest, Status, TaskOut
 from ledger.api.view_models import ClaimNext, ProjectionsOut, TaskPage, TaskStats
@@ -28,7 +28,7 @@ from projections.watch import ensure
 router = APIRouter(
     tags=["views"],
     responses={
-        503: {"model": Problem, "content": {"application/problem+json": {}}},
+        503: PROBLEM_RESPONSE,
     },
 )
 
