@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse
@@ -19,6 +20,7 @@ from ledger.db import q
 router = APIRouter(tags=["proofs"])
 Auditor = Annotated[Principal, Depends(require("auditor", "officer"))]
 NOTE = "text/plain; charset=utf-8"
+T = TypeVar("T")
 
 
 class InclusionProof(BaseModel):
@@ -62,6 +64,25 @@ def _out(row: Any) -> dict[str, Any]:
     }
 
 
+async def _poll(ctx: Context, look: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> T:
+    """``look()`` until ``done``, every 20 ms for at most
+    ``LEDGER_CHECKPOINT_WAIT_SECONDS``; returns the last look. Each look takes
+    a pool connection of its own, so a waiting request holds none."""
+    got = await look()
+    deadline = time.monotonic() + ctx.settings.checkpoint_wait_seconds
+    while not done(got) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        got = await look()
+    return got
+
+
+async def _latest(ctx: Context) -> Any:
+    """The latest checkpoint's row, None before the first."""
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(q("proofs", "latest_checkpoint"))
+        return await cur.fetchone()
+
+
 @router.get(
     "/audit/checkpoint",
     response_class=PlainTextResponse,
@@ -74,15 +95,11 @@ async def latest_checkpoint(ctx: Ctx, _: Caller) -> PlainTextResponse:
         cur = await conn.execute(q("proofs", "latest_checkpoint"))
         row = await cur.fetchone()
         head, _h = await store.head_async(conn)
-        if row is None or row[0] < head:
+        behind = row is None or row[0] < head
+        if behind:
             await conn.execute(q("proofs", "want_checkpoint"))
-            deadline = time.monotonic() + ctx.settings.checkpoint_wait_seconds
-            while time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-                cur = await conn.execute(q("proofs", "latest_checkpoint"))
-                row = await cur.fetchone() or row
-                if row is not None and row[0] >= head:
-                    break
+    if behind:
+        row = await _poll(ctx, lambda: _latest(ctx), lambda r: r is not None and r[0] >= head)
     if row is None:
         raise errors.Unavailable("no checkpoint has been signed yet; ask again shortly")
     return PlainTextResponse(row[3], media_type=NOTE, headers={"X-Ledger-Tree-Size": str(row[0])})
@@ -111,9 +128,7 @@ async def public_key(ctx: Ctx, _: Caller) -> PlainTextResponse:
     key and ``GET /audit/checkpoint`` always go together: a key just rotated
     in is served once its announcement is covered by a checkpoint it signed.
     Before the first checkpoint, the key the service will sign with."""
-    async with ctx.pool.connection() as conn:
-        cur = await conn.execute(q("proofs", "latest_checkpoint"))
-        row = await cur.fetchone()
+    row = await _latest(ctx)
     if row is not None and row[5]:
         return PlainTextResponse(row[5][0] + "\n", media_type=NOTE)
     keys: KeyHolder = ctx.extras["signing_keys"]
@@ -138,15 +153,11 @@ async def _await_tree(ctx: Context, size: int, what: str) -> None:
             head = (await store.head_async(conn))[0] if state.size < size else state.size
         return state, head
 
-    state, head = await look()
+    state, head = await _poll(
+        ctx, look, lambda sh: sh[0].size >= size or size > sh[1] or bool(sh[0].halted)
+    )
     if state.size >= size or size > head:
         return
-    deadline = time.monotonic() + ctx.settings.checkpoint_wait_seconds
-    while not state.halted and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-        state, head = await look()
-        if state.size >= size:
-            return
     why = "its builder has halted (see merkle_state.halted)" if state.halted else "retry shortly"
     raise TreeCatchingUp(
         f"{what} {size} is within the ledger (head {head}) but the tree is built to "
