@@ -206,6 +206,7 @@ DECLARE
     nh       bytea;
     prior    idempotency_keys%ROWTYPE;
     first_p  bigint;
+    n_cmds   int := coalesce(array_length(p_streams, 1), 0);
     repeats  int[];            -- commands whose stream an earlier command names
     n        int := 0;         -- events chained, not inserted yet
     b_pos    bigint[] := '{}';
@@ -226,8 +227,9 @@ BEGIN
               FROM unnest(p_streams) WITH ORDINALITY AS u(s, o)) x
      WHERE x.k > 1;
 
-    FOR c IN 1 .. coalesce(array_length(p_streams, 1), 0) LOOP
-        IF n > 0 AND c = ANY (repeats) THEN
+    -- one pass more than there are commands: its only work is the last INSERT
+    FOR c IN 1 .. n_cmds + 1 LOOP
+        IF n > 0 AND (c > n_cmds OR c = ANY (repeats)) THEN
             INSERT INTO events (position, stream, version, type, recorded_at, prev_hash, hash, canonical)
             SELECT u.p, u.s, u.v, u.t, ts, u.pr, u.h, u.cn
               FROM unnest(b_pos, b_stream, b_ver, b_type, b_prev, b_hash, b_canon)
@@ -236,6 +238,7 @@ BEGIN
             b_pos := '{}'; b_stream := '{}'; b_ver := '{}'; b_type := '{}';
             b_prev := '{}'; b_hash := '{}'; b_canon := '{}';
         END IF;
+        EXIT WHEN c > n_cmds;
 
         IF p_idem_key[c] IS NOT NULL THEN
             SELECT * INTO prior FROM idempotency_keys k
@@ -296,13 +299,6 @@ BEGIN
             VALUES (p_idem_actor[c], p_idem_key[c], p_idem_hash[c], p_streams[c], first_p, h_pos);
         END IF;
     END LOOP;
-
-    IF n > 0 THEN
-        INSERT INTO events (position, stream, version, type, recorded_at, prev_hash, hash, canonical)
-        SELECT u.p, u.s, u.v, u.t, ts, u.pr, u.h, u.cn
-          FROM unnest(b_pos, b_stream, b_ver, b_type, b_prev, b_hash, b_canon)
-               AS u(p, s, v, t, pr, h, cn);
-    END IF;
 
     IF moved THEN
         UPDATE ledger_head SET position = h_pos, hash = h_hash, recorded_at = ts WHERE id;
