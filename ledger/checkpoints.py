@@ -35,6 +35,7 @@ import structlog
 
 from ledger import db, errors, note, tree
 from ledger.appender import Command, NewEvent, append_sync
+from ledger.commands import SERVICE
 from ledger.db import q
 from ledger.settings import Settings
 
@@ -105,8 +106,8 @@ def rotate_key_file(path: Path, name: str) -> tuple[note.Signer, note.Signer]:
 
 def service_meta() -> dict[str, Any]:
     return {
-        "actor": "ledger-service",  # the service's own principal, as lease expiry names it
-        "role": "service",
+        "actor": SERVICE.name,  # the service's own principal, as lease expiry names it
+        "role": SERVICE.role,
         "request_id": f"checkpoints-{uuid.uuid4().hex[:12]}",
     }
 
@@ -407,9 +408,10 @@ def configure_signing_key(p: Any) -> None:
 def cmd_signing_key(args: Any) -> int:
     import sys
 
-    url = db.resolve_url(Settings())
+    settings = Settings()
+    url = db.resolve_url(settings)
     db.apply_schema(url)
-    settings = settings_with_stored_origin(Settings(), url)
+    settings = settings_with_stored_origin(settings, url)
     path = key_path(settings)
     if args.signing_cmd == "show":
         print(load_keys(settings).get().verifier.vkey)

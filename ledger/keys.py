@@ -17,10 +17,9 @@ from ledger import errors
 from ledger.appender import Command, NewEvent
 
 ROLES = ("agent", "officer", "auditor", "admin")
-# Names the ledger itself acts under (meta.actor of the lease sweeper and of
-# the command line): nobody may hold a key in them.
-# The ledger's own names in meta.actor (older signing-key announcements say
-# "service"): no key may be issued under them.
+# Names the ledger itself acts under (meta.actor of the lease sweeper, the
+# checkpoint signer and the command line; older signing-key announcements say
+# "service"): nobody may hold a key in them.
 RESERVED = frozenset({"ledger-service", "operator", "service"})
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 KEY_PREFIX = "lk_"

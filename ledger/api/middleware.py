@@ -10,6 +10,8 @@ from typing import Any
 import structlog
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ledger.api.errors import too_large
+
 log = structlog.get_logger("ledger.http")
 _RID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -85,8 +87,6 @@ class RequestMiddleware:
         )
 
     async def _too_large(self, scope: Scope, send: Any, limit: int) -> None:
-        from ledger.api.errors import too_large
-
         await too_large(_limit_detail(limit), scope["path"])(scope, _no_body, send)
 
 
