@@ -12,7 +12,7 @@ PORT ?= 8000
 QUICK ?=
 SCALE ?=
 
-.PHONY: run test lint fmt bench clean setup
+.PHONY: run test test-fast lint fmt bench clean setup
 
 setup: $(STAMP)
 
@@ -26,9 +26,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/ledger run --host $(HOST) --port $(PORT)
 
-# the suite includes a smoke run of the benchmark harness: it needs the bench group too
+# the suite includes a smoke run of the benchmark harness: it needs the bench group too.
+# Tiers: tests/unit (pure, no database), tests/integration, tests/api, tests/faults.
 test: $(BENCH_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the unit tier alone: pure code, no database, seconds
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ledger projections tests bench

@@ -29,9 +29,10 @@ from bench import ledgerdata, servers
 from bench.pg import Server, libpq_params
 from bench.results import NOT_BUILT, Row, percentile
 from ledger import db, errors, keys
-from ledger.appender import Appender, Command, NewEvent, append_sync
-from ledger.commands import uuid7
-from ledger.verify import verify_file
+from ledger.appender import Appender, append_sync
+from ledger.audit.chain import verify_file
+from ledger.clock import uuid7
+from ledger.events import NewEvent, StreamAppend
 
 PAYLOAD = {"symbol": "AAPL", "quantity": 250}
 SUBMIT_BODY = '{"task_type": "position_check", "payload": {"symbol": "AAPL", "quantity": 250}}'
@@ -127,9 +128,7 @@ def _meta(n: int) -> dict[str, Any]:
 
 
 def make_key(url: str, name: str, role: str) -> str:
-    with psycopg.connect(url, autocommit=True) as conn:
-        db.session_setup("ledger_service")(conn)
-        conn.autocommit = True
+    with psycopg.connect(db.service_conninfo(url), autocommit=True) as conn:
         key, cmd = keys.create_command(
             name, role, {"actor": "operator", "role": "admin", "request_id": "bench"}
         )
@@ -253,13 +252,13 @@ def http_submit(b: Bench) -> list[Row]:
 # ------------------------------------------------------- in-process appends
 
 
-def _task_command(n: int, size: int) -> Command:
+def _task_command(n: int, size: int) -> StreamAppend:
     events = [NewEvent("TaskSubmitted", {"task_type": "position_check", "payload": PAYLOAD})]
     events += [
         NewEvent("TaskStepRecorded", {"kind": "note", "content": f"step {i}"})
         for i in range(1, size)
     ]
-    return Command(f"task-{uuid7()}", events, _meta(n), expected_version=0)
+    return StreamAppend(f"task-{uuid7()}", events, _meta(n), expected_version=0)
 
 
 async def _ours(url: str, writers: int, size: int, seconds: float, warmup: float) -> dict[str, Any]:
@@ -592,10 +591,10 @@ def batches(b: Bench) -> list[Row]:
 def _verify_server(url: str, n: int) -> dict[str, Any]:
     """What GET /audit/verify?from=1 runs, without HTTP: the route's own
     worker-thread function (verify_rows over the events read in position order)."""
-    from ledger.api.routes import audit
+    from ledger.audit.stored import verify_stored
 
     t0 = time.perf_counter()
-    result, checked = audit._verify_sync(url, "ledger_service", 1, None)
+    result, checked = verify_stored(url, "ledger_service", 1, None)
     elapsed = time.perf_counter() - t0
     if not result.ok or checked != n:
         raise RuntimeError(f"verification failed: {result} ({checked} checked)")
@@ -720,9 +719,8 @@ async def _replay_once(url: str, stream: str, at: int, requests: int) -> dict[st
 
     tasks = _has("ledger.tasks", "fold")
     lat: list[float] = []
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    conn = await psycopg.AsyncConnection.connect(db.service_conninfo(url), autocommit=True)
     try:
-        await db.async_session_setup("ledger_service")(conn)
         t_start = time.perf_counter()
         for _ in range(requests):
             t0 = time.perf_counter()
@@ -881,7 +879,7 @@ def _check_proofs(url: str, served: Served, count: int) -> None:
     checkpoint, as an auditor would: a benchmark of wrong answers is no benchmark."""
     import random
 
-    from ledger import merkle, note
+    from ledger.proofs import merkle, note
 
     verifier = note.Verifier.parse(served.vkey)
     cp, _good = note.open_checkpoint(served.note, [verifier])
@@ -911,7 +909,7 @@ def _check_proofs(url: str, served: Served, count: int) -> None:
 def proofs(b: Bench) -> list[Row]:
     n = b.config.big_events
     wl = f"inclusion proof at {n:,} events"
-    if _has("ledger.tree", "inclusion_async") is None:
+    if _has("ledger.proofs.store", "inclusion") is None:
         return [Row("proof.ledger", wl, "ledger", "proofs/s", status=NOT_BUILT)]
     url = b.big_ledger()
     rows: list[Row] = []
@@ -1045,7 +1043,7 @@ async def _lag_once(url: str, rate: int, seconds: float, warmup: float) -> dict[
     async def one(i: int, measure: bool) -> None:
         k = steps[i]
         steps[i] += 1
-        cmd = Command(streams[i], [_lifecycle_event(k, "agent-1")], _meta(i))
+        cmd = StreamAppend(streams[i], [_lifecycle_event(k, "agent-1")], _meta(i))
         if k == len(_LIFECYCLE) - 1:
             streams[i], steps[i] = f"task-{uuid.uuid4()}", 0
         (rec,) = await appender.append(cmd)

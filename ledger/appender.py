@@ -1,12 +1,13 @@
 """The single writer: concurrent appends grouped into one transaction.
 
-Every command handed to :meth:`Appender.append` waits in a queue; one task
-takes whatever has gathered (up to ``max_batch_events``) and hands it to the
-``ledger_append`` SQL function in one statement on an autocommit connection.
-That statement is the whole transaction: it locks the head row, checks each
-command's expected version and idempotency key, chains and inserts the
-events, moves the head and NOTIFYs; its commit is the group commit. While it
-runs, the next batch gathers. A command is answered only after the commit.
+Every :class:`StreamAppend` handed to :meth:`Appender.append` waits in a
+queue; one task takes whatever has gathered (up to ``max_batch_events``) and
+hands it to the ``ledger_append`` SQL function in one statement on an
+autocommit connection. That statement is the whole transaction: it locks the
+head row, checks each append's expected version and idempotency key, chains
+and inserts the events, moves the head and NOTIFYs; its commit is the group
+commit. While it runs, the next batch gathers. An append is answered only
+after the commit.
 
 Position order = commit order = chain order however many processes append,
 because each batch holds the head row lock from its first read to its commit.
@@ -16,92 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import structlog
 
-from ledger import errors
-from ledger.canonical import canonical_bytes
+from ledger import db, errors
+from ledger.events import Recorded, StreamAppend
 
 log = structlog.get_logger("ledger.appender")
 
-# Parameters go in binary (%b): psycopg's text dumper escapes every bytea of
-# the arrays in Python, ~7 us an event; binary is a fifth of that. The casts
-# name the types the function takes, whatever widths psycopg picks for ints
-# or an array of only NULLs.
-APPEND_SQL = (
-    "SELECT * FROM ledger_append(%b::text[], %b::bigint[], %b::text[], %b::text[],"
-    " %b::bytea[], %b::int[], %b::text[], %b::bytea[])"
-)
 
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    type: str
-    data: dict[str, Any]
-
-
-@dataclass(slots=True)
-class Command:
-    """Events for one stream, appended all or none.
-
-    ``expected_version``: the stream's version the command was decided on
-    (0 = the stream must not exist yet), or None to append whatever it is.
-    ``idempotency``: (actor, key, request sha256) to record with the events.
-    """
-
-    stream: str
-    events: Sequence[NewEvent]
-    meta: dict[str, Any]
-    expected_version: int | None = None
-    idempotency: tuple[str, str, bytes] | None = None
-    bodies: list[bytes] = field(default_factory=list)
-
-    def prepare(self) -> None:
-        """Canonical '{"data":..,"meta":..' prefixes, computed outside the lock."""
-        if not self.bodies:
-            self.bodies = [
-                canonical_bytes({"data": e.data, "meta": self.meta})[:-1] for e in self.events
-            ]
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    position: int
-    stream: str
-    version: int
-    type: str
-    data: dict[str, Any]
-    meta: dict[str, Any]
-    recorded_at: str
-    prev_hash: str
-    hash: str
-
-    def envelope(self) -> dict[str, Any]:
-        return {
-            "position": self.position,
-            "stream": self.stream,
-            "version": self.version,
-            "type": self.type,
-            "data": self.data,
-            "meta": self.meta,
-            "recorded_at": self.recorded_at,
-            "prev_hash": self.prev_hash,
-            "hash": self.hash,
-        }
-
-
-def request_digest(body: Any) -> bytes:
-    """What an idempotency key is bound to: the canonical request."""
-    return hashlib.sha256(canonical_bytes(body)).digest()
-
-
-def _params(commands: Sequence[Command]) -> tuple[list[Any], ...]:
+def _params(appends: Sequence[StreamAppend]) -> tuple[list[Any], ...]:
     streams: list[Any] = []
     expected: list[Any] = []
     i_actor: list[Any] = []
@@ -110,7 +40,7 @@ def _params(commands: Sequence[Command]) -> tuple[list[Any], ...]:
     counts: list[Any] = []
     types: list[Any] = []
     bodies: list[Any] = []
-    for c in commands:
+    for c in appends:
         c.prepare()
         streams.append(c.stream)
         expected.append(c.expected_version)
@@ -125,12 +55,12 @@ def _params(commands: Sequence[Command]) -> tuple[list[Any], ...]:
 
 
 def _results(
-    commands: Sequence[Command], rows: Sequence[tuple[Any, ...]]
+    appends: Sequence[StreamAppend], rows: Sequence[tuple[Any, ...]]
 ) -> list[list[Recorded] | errors.LedgerError]:
-    out: list[list[Recorded] | errors.LedgerError] = [[] for _ in commands]
+    out: list[list[Recorded] | errors.LedgerError] = [[] for _ in appends]
     for cmd, outcome, position, version, h, prev, recorded_at, detail in rows:
         i = cmd - 1
-        c = commands[i]
+        c = appends[i]
         if outcome == "ok":
             slot = out[i]
             assert isinstance(slot, list)
@@ -181,15 +111,15 @@ def _map_db_error(exc: psycopg.Error) -> errors.LedgerError:
     return errors.LedgerError(f"append failed: {exc.diag.message_primary or exc}")
 
 
-def append_sync(conn: psycopg.Connection[Any], commands: Sequence[Command]) -> list[Any]:
+def append_sync(conn: psycopg.Connection[Any], appends: Sequence[StreamAppend]) -> list[Any]:
     """One batch on a plain connection (CLI, tests, tools). Autocommit expected."""
-    rows = conn.execute(APPEND_SQL, _params(commands)).fetchall()
-    return _results(commands, rows)
+    rows = conn.execute(db.q("events", "append"), _params(appends)).fetchall()
+    return _results(appends, rows)
 
 
 @dataclass(slots=True)
 class _Pending:
-    command: Command
+    append: StreamAppend
     future: asyncio.Future[list[Recorded]]
 
 
@@ -199,8 +129,7 @@ class Appender:
     def __init__(
         self, conninfo: str, *, role: str | None = "ledger_service", max_batch_events: int = 1000
     ) -> None:
-        self._conninfo = conninfo
-        self._role = role
+        self._conninfo = db.service_conninfo(conninfo, role)
         self._max = max_batch_events
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -213,11 +142,7 @@ class Appender:
         self._task = asyncio.create_task(self._run(), name="ledger-appender")
 
     async def _connect(self) -> None:
-        from ledger.db import async_session_setup
-
-        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-        await async_session_setup(self._role)(conn)
-        self._conn = conn
+        self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
 
     async def close(self) -> None:
         if self._task:
@@ -231,38 +156,38 @@ class Appender:
         if self._conn:
             await self._conn.close()
 
-    async def append(self, command: Command) -> list[Recorded]:
-        """Append one command's events; returns them as recorded, after commit.
+    async def append(self, request: StreamAppend) -> list[Recorded]:
+        """Append one request's events; returns them as recorded, after commit.
 
         Raises VersionConflict, DuplicateCommand, IdempotencyMismatch, or an
         Unavailable/OutcomeUnknown when the database fails.
         """
         if self._task is None or self._task.done():
             raise errors.Unavailable("the appender is not running")
-        command.prepare()  # hashing work stays outside the lock and the writer task
+        request.prepare()  # hashing work stays outside the lock and the writer task
         fut: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(command, fut))
+        self._queue.put_nowait(_Pending(request, fut))
         return await fut
 
     async def _run(self) -> None:
         while True:
             first = await self._queue.get()
             batch = [first]
-            n = len(first.command.events)
+            n = len(first.append.events)
             while n < self._max and not self._queue.empty():
                 p = self._queue.get_nowait()
                 batch.append(p)
-                n += len(p.command.events)
+                n += len(p.append.events)
             await self._flush(batch)
 
     async def _flush(self, batch: list[_Pending]) -> None:
-        commands = [p.command for p in batch]
+        appends = [p.append for p in batch]
         t0 = time.perf_counter()
         try:
             if self._conn is None or self._conn.closed:
                 await self._connect()
             assert self._conn is not None
-            cur = await self._conn.execute(APPEND_SQL, _params(commands))
+            cur = await self._conn.execute(db.q("events", "append"), _params(appends))
             rows = await cur.fetchall()
         except psycopg.Error as exc:
             if (
@@ -292,13 +217,13 @@ class Appender:
                 if not p.future.done():
                     p.future.set_exception(errors.LedgerError(f"append failed: {exc}"))
             return
-        results = _results(commands, rows)
+        results = _results(appends, rows)
         positions = [r.position for res in results if isinstance(res, list) for r in res]
         self.batches += 1
         self.appended += len(positions)
         log.info(
             "events_appended",
-            commands=len(batch),
+            appends=len(batch),
             events=len(positions),
             first_position=positions[0] if positions else None,
             last_position=positions[-1] if positions else None,

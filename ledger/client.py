@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import TracebackType
 from typing import Any
 
@@ -57,23 +57,9 @@ class Task:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Task:
-        return cls(
-            id=d["id"],
-            agent_name=d["agent_name"],
-            task_type=d["task_type"],
-            status=d["status"],
-            payload=d["payload"],
-            result=d.get("result"),
-            error=d.get("error"),
-            created_at=d["created_at"],
-            updated_at=d["updated_at"],
-            version=d["version"],
-            position=d["position"],
-            worker=d.get("worker"),
-            lease_expires_at=d.get("lease_expires_at"),
-            priority=d.get("priority", 0),
-            raw=d,
-        )
+        """From a ``GET /tasks/{id}`` document (the SPEC §4 fields are required)."""
+        given = {f.name: d[f.name] for f in fields(cls) if f.name in d and f.name != "raw"}
+        return cls(**given, raw=d)
 
 
 @dataclass(frozen=True, slots=True)

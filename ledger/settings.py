@@ -56,10 +56,6 @@ class Settings(BaseSettings):
     projection_standby_seconds: float = 1.0
     # After a batch failed (an event the fold refuses), wait this long to retry.
     projection_retry_seconds: float = 5.0
-    # Run a projection runner inside each API process too (a thread; the
-    # processes and any `ledger project` share the lead). `ledger run` starts a
-    # separate runner instead.
-    projections_in_api: bool = False
     # POST /tasks/claim: how many queued candidates it tries before a 503.
     claim_candidates: int = 20
     # The API process's young-generation GC threshold (Python's default: 700

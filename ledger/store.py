@@ -1,5 +1,7 @@
-"""Reading events back. Every event is rebuilt from its stored canonical
-bytes (and stored hash), never from jsonb, so what is read is what was hashed."""
+"""Reading events back: a stream, a page of the log, the head, the export
+bundle. Every event is rebuilt from its stored canonical bytes (and stored
+hash), never from jsonb, so what is read is what was hashed
+(``events.envelope_from_row``)."""
 
 from __future__ import annotations
 
@@ -11,17 +13,11 @@ from collections.abc import AsyncIterator, Generator, Iterator
 from datetime import datetime
 from typing import Any
 
-import orjson
 import psycopg
 
 from ledger.canonical import envelope_tail
 from ledger.db import q
-
-
-def event_from_row(canonical: bytes, hash_: bytes) -> dict[str, Any]:
-    event: dict[str, Any] = orjson.loads(canonical)
-    event["hash"] = bytes(hash_).hex()
-    return event
+from ledger.events import Envelope, envelope_from_row
 
 
 def export_line(canonical: bytes, hash_: bytes) -> bytes:
@@ -58,16 +54,15 @@ def export_row(
 
 
 def head(conn: psycopg.Connection[Any]) -> tuple[int, str]:
-    row = conn.execute(q("events", "head")).fetchone()
-    assert row is not None
-    return int(row[0]), bytes(row[1]).hex()
+    """The ledger's head: (position, hex hash) of its last event (0 and zeros when empty)."""
+    position, hash_ = conn.execute(q("events", "head")).fetchone() or (0, bytes(32))
+    return int(position), bytes(hash_).hex()
 
 
 async def head_async(conn: psycopg.AsyncConnection[Any]) -> tuple[int, str]:
     cur = await conn.execute(q("events", "head"))
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0]), bytes(row[1]).hex()
+    position, hash_ = await cur.fetchone() or (0, bytes(32))
+    return int(position), bytes(hash_).hex()
 
 
 EXPORT_PAGE = 5000
@@ -78,11 +73,11 @@ def _pages(first: int, last: int, page: int) -> Iterator[tuple[int, int]]:
         yield start, min(last, start + page - 1)
 
 
-def export_pages(
-    conn: psycopg.Connection[Any], first: int, last: int, page: int = EXPORT_PAGE
-) -> Iterator[bytes]:
+async def export_pages(
+    pool: Any, first: int, last: int, page: int = EXPORT_PAGE
+) -> AsyncIterator[bytes]:
     """The export bundle for positions ``first..last``, one page of lines per
-    short read (``conn`` in autocommit).
+    short read, each on a pool connection of its own (none held between).
 
     Positions are gap-free and events never change, so pages read one after
     the other give the same bundle as one long read, and a slow consumer holds
@@ -91,16 +86,6 @@ def export_pages(
     missing (deleted behind the service's back) is exported as it is: the
     bundle then fails to verify at that position.
     """
-    for start, end in _pages(first, last, page):
-        cur = conn.execute(q("events", "export_range"), {"from": start, "to": end}, binary=True)
-        rows = cur.fetchall()
-        yield b"".join(export_row(*row) for row in rows)
-
-
-async def export_pages_async(
-    pool: Any, first: int, last: int, page: int = EXPORT_PAGE
-) -> AsyncIterator[bytes]:
-    """``export_pages`` over a pool: a connection per page, none held between."""
     for start, end in _pages(first, last, page):
         async with pool.connection() as conn:
             cur = await conn.execute(
@@ -116,7 +101,7 @@ async def read_stream(
     *,
     upto_position: int | None = None,
     upto_time: datetime | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Envelope]:
     if upto_position is not None:
         cur = await conn.execute(
             q("events", "stream_events_upto_position"),
@@ -128,21 +113,12 @@ async def read_stream(
         )
     else:
         cur = await conn.execute(q("events", "stream_events"), {"stream": stream})
-    return [event_from_row(c, h) for c, h in await cur.fetchall()]
+    return [envelope_from_row(c, h) for c, h in await cur.fetchall()]
 
 
-async def read_after(
-    conn: psycopg.AsyncConnection[Any], after: int, limit: int
-) -> list[dict[str, Any]]:
+async def read_after(conn: psycopg.AsyncConnection[Any], after: int, limit: int) -> list[Envelope]:
     cur = await conn.execute(q("events", "events_after"), {"after": after, "limit": limit})
-    return [event_from_row(c, h) for c, h in await cur.fetchall()]
-
-
-async def read_range(
-    conn: psycopg.AsyncConnection[Any], first: int, last: int
-) -> list[dict[str, Any]]:
-    cur = await conn.execute(q("events", "events_range"), {"from": first, "to": last})
-    return [event_from_row(c, h) for c, h in await cur.fetchall()]
+    return [envelope_from_row(c, h) for c, h in await cur.fetchall()]
 
 
 def prefetched(

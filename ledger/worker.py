@@ -22,6 +22,7 @@ from typing import Any
 from ledger.client import ApiError, Client, Task
 
 DEMO_PRICE = 100.25
+HELP = "claim tasks of given types and work them (the demo handler by default)"
 
 
 class TaskFailure(Exception):

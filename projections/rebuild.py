@@ -31,16 +31,13 @@ import psycopg
 import structlog
 from psycopg import sql
 
-from ledger import errors, store
+from ledger import errors
 from ledger.db import q
-from projections import Projection, registry
-from projections.runner import (
-    REBUILD_CLASS,
-    connect,
-    drop_schema,
-    ensure_checkpoint,
-    lock_key,
-)
+from ledger.events import Envelope, envelope_from_row
+from ledger.views import REBUILD_CLASS, lock_key
+from projections import registry
+from projections.base import Projection
+from projections.runner import connect, drop_schema, ensure_checkpoint
 
 log = structlog.get_logger("projections.rebuild")
 
@@ -86,7 +83,7 @@ def _fold_into(
             {"after": after, "upto": upto, "types": list(p.event_types), "limit": chunk},
         ).fetchall()
         if rows:
-            p.apply_batch(conn, [store.event_from_row(c, h) for _, c, h in rows])
+            p.apply_batch(conn, [envelope_from_row(c, h) for _, c, h in rows])
             applied += len(rows)
         if len(rows) < chunk:
             break
@@ -214,12 +211,12 @@ class Checked:
         return self.hash_ok and not self.differences
 
 
-def _events(conn: psycopg.Connection[Any], p: Projection, upto: int) -> Iterator[dict[str, Any]]:
+def _events(conn: psycopg.Connection[Any], p: Projection, upto: int) -> Iterator[Envelope]:
     with conn.cursor(name="projection_check") as cur:
         cur.itersize = 5000
         cur.execute(q("projections", "all_events"), {"upto": upto, "types": list(p.event_types)})
         for _pos, c, h in cur:
-            yield store.event_from_row(c, h)
+            yield envelope_from_row(c, h)
 
 
 def _describe(key: str, live: Any, folded: Any) -> str:
@@ -239,7 +236,7 @@ def check(url: str, role: str | None, name: str, *, limit: int = 50) -> Checked:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with conn.transaction():
             row = conn.execute(q("projections", "checkpoint"), {"name": name}).fetchone()
-            position, h = (int(row[0]), bytes(row[1])) if row else (0, bytes(32))
+            position, h, _applied = row or (0, bytes(32), 0)
             if position:
                 at = conn.execute(q("projections", "event_hash"), {"position": position}).fetchone()
                 hash_ok = at is not None and bytes(at[0]) == h

@@ -30,7 +30,6 @@ import os
 import socket
 import threading
 import time
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,23 +37,15 @@ import psycopg
 import structlog
 from psycopg import sql
 
-from ledger import db, errors, store
+from ledger import db, errors
 from ledger.db import q
+from ledger.events import envelope_from_row
 from ledger.settings import Settings
-from ledger.tasks import format_time
-from projections import Projection, registry
+from ledger.views import LOCK_CLASS, lock_key
+from projections import registry
+from projections.base import Projection
 
 log = structlog.get_logger("projections.runner")
-
-LOCK_CLASS = 0x1ED6E7  # advisory lock (class, crc32 of the name): one leader per projection
-REBUILD_CLASS = 0x1ED6E8  # one rebuild per projection at a time
-CHANNEL = "ledger_projections"
-ZERO_HASH = bytes(32)
-
-
-def lock_key(name: str) -> int:
-    return zlib.crc32(name.encode()) & 0x7FFFFFFF
-
 
 # How often a leader busy catching up checks that its lock session is alive.
 LOCK_CHECK_SECONDS = 1.0
@@ -66,8 +57,8 @@ def connect(
     """A connection for projection work. No prepared statements: a rebuild swaps
     the view tables under the runner, and plain statements simply see the new ones."""
     conn = psycopg.connect(
-        url,
-        autocommit=True,
+        db.service_conninfo(url, role),
+        autocommit=autocommit,
         application_name=application[:63],
         prepare_threshold=None,
         # a leader cut off by the network must lose its advisory lock in
@@ -79,8 +70,6 @@ def connect(
         keepalives_count=3,
         tcp_user_timeout=30_000,
     )
-    db.session_setup(role)(conn)
-    conn.autocommit = autocommit
     return conn
 
 
@@ -109,10 +98,8 @@ def run_batch(conn: psycopg.Connection[Any], projection: Projection, limit: int)
         ).fetchone()
         if row is None:
             raise errors.LedgerError(f"projection {projection.name} has no checkpoint row")
-        old = int(row[0])
-        head = conn.execute(q("projections", "head")).fetchone()
-        assert head is not None
-        head_pos, head_hash = int(head[0]), bytes(head[1])
+        old, _hash, _applied = row
+        head_pos, head_hash = conn.execute(q("projections", "head")).fetchone() or (0, b"")
         if head_pos <= old:
             return Batch(0, old, False, False)
         rows = conn.execute(
@@ -126,11 +113,12 @@ def run_batch(conn: psycopg.Connection[Any], projection: Projection, limit: int)
         ).fetchall()
         full = len(rows) == limit
         if full:
-            new_pos, new_hash = int(rows[-1][0]), bytes(rows[-1][2])
+            last_position, _canonical, last_hash = rows[-1]
+            new_pos, new_hash = int(last_position), bytes(last_hash)
         else:
-            new_pos, new_hash = head_pos, head_hash
+            new_pos, new_hash = int(head_pos), bytes(head_hash)
         if rows:
-            projection.apply_batch(conn, [store.event_from_row(c, h) for _, c, h in rows])
+            projection.apply_batch(conn, [envelope_from_row(c, h) for _, c, h in rows])
         moved = conn.execute(
             q("projections", "move_checkpoint"),
             {
@@ -145,15 +133,6 @@ def run_batch(conn: psycopg.Connection[Any], projection: Projection, limit: int)
             raise LeadLost(f"the checkpoint of {projection.name} moved under this runner")
         conn.execute(q("projections", "notify"), {"payload": f"{projection.name}:{new_pos}"})
     return Batch(len(rows), new_pos, full, True)
-
-
-def catch_up(conn: psycopg.Connection[Any], projection: Projection, limit: int = 1000) -> int:
-    """Run batches until the projection has folded the head it saw; its position."""
-    ensure_checkpoint(conn, projection.name)
-    while True:
-        b = run_batch(conn, projection, limit)
-        if not b.full:
-            return b.position
 
 
 class Runner:
@@ -263,19 +242,3 @@ class Runner:
 
 def drop_schema(conn: psycopg.Connection[Any], schema: str) -> None:
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
-def status_item(row: Any, held: set[int]) -> dict[str, Any]:
-    name, position, h, applied, updated_at, holder, rebuilt_at, head, lag_seconds = row
-    return {
-        "name": name,
-        "position": int(position),
-        "hash": bytes(h).hex(),
-        "applied": int(applied),
-        "lag_events": max(0, int(head) - int(position)),
-        "lag_seconds": round(float(lag_seconds), 3) if lag_seconds is not None else 0.0,
-        "leading": lock_key(name) in held,
-        "holder": holder,
-        "updated_at": format_time(updated_at) if updated_at else None,
-        "rebuilt_at": format_time(rebuilt_at) if rebuilt_at else None,
-    }

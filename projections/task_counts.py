@@ -13,14 +13,15 @@ from typing import Any
 
 import psycopg
 
-from ledger import tasks
+from ledger import tasks, views
 from ledger.db import q
-from projections import Projection
+from ledger.events import Envelope
+from projections.base import Projection
 
-NAME = "task_counts"
+NAME = views.TASK_COUNTS
 
 # The status each event leaves a task in (SPEC §3); ledger.tasks.evolve agrees,
-# which tests/test_projections.py checks. Events not listed keep the status.
+# which the tests check. Events not listed keep the status.
 STATUS_AFTER: dict[str, str] = {
     "TaskSubmitted": tasks.QUEUED,
     "TaskClaimed": tasks.RUNNING,
@@ -36,9 +37,7 @@ STATUS_AFTER: dict[str, str] = {
 Key = tuple[str, str, str]  # (dimension, key, status)
 
 
-def _moves(
-    known: dict[str, tuple[str, str, str]], events: Iterable[dict[str, Any]]
-) -> Counter[Key]:
+def _moves(known: dict[str, tuple[str, str, str]], events: Iterable[Envelope]) -> Counter[Key]:
     """Fold ``events`` into ``known`` (id -> (agent, type, status)); the count deltas."""
     delta: Counter[Key] = Counter()
     for e in events:
@@ -68,7 +67,7 @@ class TaskCounts(Projection):
     tables = ("task_counts", "task_counts_status")
     tables_function = "projection_task_counts_tables"
 
-    def apply_batch(self, conn: psycopg.Connection[Any], events: Sequence[dict[str, Any]]) -> None:
+    def apply_batch(self, conn: psycopg.Connection[Any], events: Sequence[Envelope]) -> None:
         ids = list(dict.fromkeys(tasks.task_id_of(e["stream"]) for e in events))
         known: dict[str, tuple[str, str, str]] = {
             tid: (agent, ttype, status)
@@ -101,7 +100,7 @@ class TaskCounts(Projection):
                 },
             )
 
-    def fold(self, events: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    def fold(self, events: Iterable[Envelope]) -> dict[str, Any]:
         known: dict[str, tuple[str, str, str]] = {}
         counts = _moves(known, events)
         out: dict[str, Any] = {f"{d}/{k}/{s}": n for (d, k, s), n in counts.items() if n}
@@ -118,12 +117,3 @@ class TaskCounts(Projection):
         ).fetchall():
             out[f"task/{tid}"] = [agent, ttype, status]
         return out
-
-
-async def stats(conn: psycopg.AsyncConnection[Any]) -> dict[str, dict[str, dict[str, int]]]:
-    """{"agent": {name: {status: n}}, "task_type": {type: {status: n}}}"""
-    out: dict[str, dict[str, dict[str, int]]] = {"agent": {}, "task_type": {}}
-    cur = await conn.execute(q("projections", "counts_all"))
-    for dim, key, status, n in await cur.fetchall():
-        out[dim].setdefault(key, {})[status] = int(n)
-    return out

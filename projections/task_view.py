@@ -1,4 +1,5 @@
-"""The task view: every task's current state, folded with ``ledger.tasks.evolve``.
+"""The task view: every task's current state, folded with ``ledger.tasks.evolve``
+(the API reads it through ``ledger.views``).
 
 One row per task (``task_view``): the whole ``TaskState`` as JSON, and the
 columns the lists filter on, the queue orders by and the claim checks
@@ -13,23 +14,15 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import orjson
 import psycopg
 
-from ledger import tasks
+from ledger import tasks, views
 from ledger.db import q
-from ledger.tasks import TaskState
-from projections import Projection
+from ledger.events import Envelope
+from ledger.tasks import TaskState, dump_state, load_state
+from projections.base import Projection
 
-NAME = "tasks"
-
-
-def dump_state(state: TaskState) -> bytes:
-    return orjson.dumps(state)
-
-
-def load_state(raw: bytes | memoryview) -> TaskState:
-    return TaskState(**orjson.loads(bytes(raw)))
+NAME = views.TASKS
 
 
 def row_of(state: TaskState, created_position: int) -> dict[str, Any]:
@@ -54,7 +47,7 @@ class TaskView(Projection):
     tables = ("task_view",)
     tables_function = "projection_tasks_tables"
 
-    def apply_batch(self, conn: psycopg.Connection[Any], events: Sequence[dict[str, Any]]) -> None:
+    def apply_batch(self, conn: psycopg.Connection[Any], events: Sequence[Envelope]) -> None:
         ids = list(dict.fromkeys(tasks.task_id_of(e["stream"]) for e in events))
         states: dict[str, TaskState | None] = dict.fromkeys(ids)
         for tid, raw in conn.execute(q("projections", "task_states"), {"ids": ids}).fetchall():
@@ -94,7 +87,7 @@ class TaskView(Projection):
             cols["state"].append(dump_state(st))
         conn.execute(q("projections", "task_upsert"), cols)
 
-    def fold(self, events: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    def fold(self, events: Iterable[Envelope]) -> dict[str, Any]:
         states: dict[str, TaskState] = {}
         created: dict[str, int] = {}
         for e in events:
@@ -114,35 +107,3 @@ class TaskView(Projection):
             r["columns"] = dict(zip(r["columns"], columns, strict=True))
             out[tid] = r
         return out
-
-
-# -- reads for the API ------------------------------------------------------------
-
-
-async def get(conn: psycopg.AsyncConnection[Any], task_id: str) -> TaskState | None:
-    cur = await conn.execute(q("projections", "task_get"), {"id": task_id})
-    row = await cur.fetchone()
-    return load_state(row[0]) if row else None
-
-
-async def page(
-    conn: psycopg.AsyncConnection[Any],
-    *,
-    after: int,
-    limit: int,
-    status: str | None,
-    agent_name: str | None,
-    task_type: str | None,
-) -> list[tuple[TaskState, int]]:
-    """Up to ``limit`` tasks submitted after position ``after`` matching the filters."""
-    cur = await conn.execute(
-        q("projections", "task_list"),
-        {
-            "after": after,
-            "limit": limit,
-            "status": status,
-            "agent_name": agent_name,
-            "task_type": task_type,
-        },
-    )
-    return [(load_state(raw), int(pos)) for raw, pos in await cur.fetchall()]

@@ -19,13 +19,10 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
-from ledger import db, errors, keys
-from ledger.appender import append_sync
+from ledger import db
 from ledger.settings import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT, app_with_runner, create_key, drop_db, fresh_db, url_for
 
 
 def _home_state(home: Path) -> list[tuple[str, int]]:
@@ -62,10 +59,6 @@ def pg_server() -> Iterator[dict[str, Any]]:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def url_for(base: str, dbname: str) -> str:
-    return make_conninfo(base, dbname=dbname)
-
-
 @pytest.fixture(scope="session")
 def template_db(pg_server: dict[str, Any]) -> Iterator[str]:
     name = f"ledger_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -79,51 +72,26 @@ def template_db(pg_server: dict[str, Any]) -> Iterator[str]:
         )
 
 
-def _fresh_db(pg_server: dict[str, Any], template: str) -> str:
-    name = f"ledger_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server["url"], autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template)
-            )
-        )
-    return name
-
-
-def _drop_db(pg_server: dict[str, Any], name: str) -> None:
-    with psycopg.connect(pg_server["url"], autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
 @pytest.fixture
 def db_url(pg_server: dict[str, Any], template_db: str) -> Iterator[str]:
     """A fresh database with the schema applied; superuser URL."""
-    name = _fresh_db(pg_server, template_db)
+    name = fresh_db(pg_server["url"], template_db)
     yield url_for(pg_server["url"], name)
-    _drop_db(pg_server, name)
+    drop_db(pg_server["url"], name)
 
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
-    # the views need a runner: one runs inside the test app (projections_in_api);
     # the signing key is the test's own (LEDGER_HOME), never the working tree's
     return Settings(
-        database_url=db_url,
-        home=tmp_path / "home",
-        log_format="json",
-        log_level="warning",
-        projections_in_api=True,
+        database_url=db_url, home=tmp_path / "home", log_format="json", log_level="warning"
     )
 
 
 @pytest.fixture
 def service_conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
     """A connection acting as the service role (what the API uses)."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        db.session_setup("ledger_service")(conn)
-        conn.autocommit = True
+    with psycopg.connect(db.service_conninfo(db_url), autocommit=True) as conn:
         yield conn
 
 
@@ -133,27 +101,13 @@ def super_conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
         yield conn
 
 
-def create_key(url: str, name: str, role: str) -> str:
-    """Make a principal the way `ledger keys create` does; returns the key."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        db.session_setup("ledger_service")(conn)
-        conn.autocommit = True
-        key, cmd = keys.create_command(
-            name, role, {"actor": "operator", "role": "admin", "request_id": "test"}
-        )
-        (res,) = append_sync(conn, [cmd])
-        assert not isinstance(res, errors.LedgerError), res
-    return key
-
-
 @pytest.fixture
 def client(settings: Settings) -> Iterator[Any]:
-    """A TestClient around a real app on the test database (lifespan runs)."""
+    """A TestClient around a real app on the test database (lifespan runs), with
+    a projection runner beside it, as ``ledger run`` has."""
     from fastapi.testclient import TestClient
 
-    from ledger.api.app import create_app
-
-    with TestClient(create_app(settings)) as c:
+    with TestClient(app_with_runner(settings)) as c:
         yield c
 
 
@@ -167,7 +121,3 @@ def keyring(db_url: str) -> dict[str, str]:
         "auditor": create_key(db_url, "auditor-1", "auditor"),
         "admin": create_key(db_url, "admin-1", "admin"),
     }
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}

@@ -13,8 +13,10 @@ from typing import IO, Any
 
 import psycopg
 
-from ledger import commands, db, errors
-from ledger.appender import Command, NewEvent, append_sync
+from ledger import db, errors
+from ledger.appender import append_sync
+from ledger.clock import uuid7
+from ledger.events import NewEvent, StreamAppend
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ("task_counts", "tasks")
@@ -92,9 +94,9 @@ def submit_tasks(
     actor: str = "agent-1",
 ) -> list[str]:
     """``n`` TaskSubmitted events appended in one batch; the new task ids."""
-    ids = [str(commands.uuid7()) for _ in range(n)]
+    ids = [str(uuid7()) for _ in range(n)]
     cmds = [
-        Command(
+        StreamAppend(
             f"task-{tid}",
             [
                 NewEvent(
@@ -107,9 +109,7 @@ def submit_tasks(
         )
         for i, tid in enumerate(ids)
     ]
-    with psycopg.connect(url, autocommit=True) as conn:
-        db.session_setup("ledger_service")(conn)
-        conn.autocommit = True
+    with psycopg.connect(db.service_conninfo(url), autocommit=True) as conn:
         for res in append_sync(conn, cmds):
             assert not isinstance(res, errors.LedgerError), res
     return ids

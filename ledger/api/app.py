@@ -1,5 +1,7 @@
 """The FastAPI application: ``create_app()`` builds settings, and the lifespan
-opens the database pool and starts the single writer."""
+opens the database pool, starts the single writer and the background
+services. Every router and service is listed here, in the order it is
+mounted or started."""
 
 from __future__ import annotations
 
@@ -11,19 +13,15 @@ import structlog
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
-from ledger import db, logs
+from ledger import db, leases, logs
 from ledger.api import errors as api_errors
+from ledger.api import watch
 from ledger.api.deps import Context
 from ledger.api.middleware import RequestMiddleware
 from ledger.api.models import PROBLEM_RESPONSE
-from ledger.api.routes import admin, audit, events, health
-from ledger.api.routes.proofs import router as proofs_router
-
-# -- tasks routers/services import here --
-# -- projections routers/services import here --
-# -- proofs routers/services import here --
+from ledger.api.routes import admin, audit, events, health, proofs, tasks, views
 from ledger.appender import Appender
-from ledger.checkpoints import start_service as start_checkpoints
+from ledger.proofs import checkpointer
 from ledger.settings import Settings
 
 log = structlog.get_logger("ledger.api")
@@ -32,26 +30,21 @@ log = structlog.get_logger("ledger.api")
 PUBLIC_PATHS = {"/health"}
 _PROBLEM = "application/problem+json"
 
-# Routers contributed by other modules register here (tasks, projections, proofs).
-ROUTERS: list[Any] = [health.router, audit.router, events.router, admin.router]
-# Background services: async callables (ctx) -> awaitable cleanup, started in the lifespan.
-SERVICES: list[Any] = []
-# -- tasks: ROUTERS.append(...) / SERVICES.append(...) here --
-from ledger import leases  # noqa: E402
-from ledger.api.routes import tasks as task_routes  # noqa: E402
-
-ROUTERS.append(task_routes.router)
-SERVICES.append(leases.start_sweeper)
-# -- projections: ROUTERS.append(...) / SERVICES.append(...) here --
-from ledger.api.routes import views as view_routes  # noqa: E402
-from projections.watch import start_watcher  # noqa: E402
-
-# before the task router: GET /tasks/stats is not a task id
-ROUTERS.insert(ROUTERS.index(task_routes.router), view_routes.router)
-SERVICES.append(start_watcher)
-# -- proofs: ROUTERS.append(...) / SERVICES.append(...) here --
-ROUTERS.append(proofs_router)
-SERVICES.append(start_checkpoints)
+ROUTERS = [
+    health.router,
+    audit.router,
+    events.router,
+    admin.router,
+    views.router,  # before the task router: GET /tasks/stats is not a task id
+    tasks.router,
+    proofs.router,
+]
+# Background services: async callables (ctx) -> awaitable cleanup, started in this order.
+SERVICES: list[Any] = [
+    leases.start_sweeper,  # requeues tasks whose lease lapsed
+    watch.start_watcher,  # how far each view is (min_position)
+    checkpointer.start_service,  # the tree builder and checkpoint signer (one leader)
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,10 +56,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = db.resolve_url(settings)
         db.apply_schema(url)
         pool = AsyncConnectionPool(
-            url,
+            db.service_conninfo(url, settings.db_role),
             min_size=settings.pool_min,
             max_size=settings.pool_max,
-            configure=db.async_session_setup(settings.db_role),
+            kwargs={"autocommit": True},
             open=False,
         )
         await pool.open(wait=True, timeout=30)

@@ -1,30 +1,28 @@
 """What routes depend on: the app's context, the caller's principal, role
-checks and the canonical-content gate for request bodies."""
+checks, and for commands one dependency (:func:`command`) that bundles them
+with the checked body, ``If-Match`` and ``Idempotency-Key``."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from psycopg_pool import AsyncConnectionPool
 
-from ledger import errors
+from ledger import commands, errors, tasks
 from ledger.appender import Appender
 from ledger.canonical import CanonicalError, validate
 from ledger.db import q
+from ledger.events import Principal
 from ledger.keys import key_digest
 from ledger.settings import Settings
 
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    name: str
-    role: str
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 @dataclass(slots=True)
@@ -55,14 +53,16 @@ async def _lookup(ctx: Context, digest: bytes) -> Principal | None:
     async with ctx.pool.connection() as conn:
         cur = await conn.execute(q("events", "principal_by_key"), {"key_sha256": digest})
         row = await cur.fetchone()
-    principal = Principal(row[0], row[1]) if row else None
+    principal = Principal(*row) if row else None
     if len(ctx.auth_cache) > 10_000:
         ctx.auth_cache.clear()
     ctx.auth_cache[digest] = (now + ctx.settings.auth_cache_seconds, principal)
     return principal
 
 
-async def authenticate(request: Request, ctx: Ctx) -> Principal:
+async def principal_of(request: Request, ctx: Context, roles: tuple[str, ...] = ()) -> Principal:
+    """The caller, from ``Authorization: Bearer <key>`` (never from the body);
+    refused (401) without a live key, (403) outside ``roles`` when given."""
     header = request.headers.get("authorization")
     if not header:
         raise errors.Unauthenticated(
@@ -77,7 +77,18 @@ async def authenticate(request: Request, ctx: Ctx) -> Principal:
     if principal is None:
         raise errors.Unauthenticated("this API key is unknown or revoked")
     request.scope.setdefault("state", {})["actor"] = principal.name
+    if roles and principal.role not in roles:
+        raise errors.Forbidden(
+            f"role {principal.role!r} may not do this; it needs one of: {', '.join(roles)}",
+            actor=principal.name,
+            role=principal.role,
+            allowed_roles=list(roles),
+        )
     return principal
+
+
+async def authenticate(request: Request, ctx: Ctx) -> Principal:
+    return await principal_of(request, ctx)
 
 
 Caller = Annotated[Principal, Depends(authenticate)]
@@ -86,15 +97,8 @@ Caller = Annotated[Principal, Depends(authenticate)]
 def require(*roles: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
     """A dependency admitting only principals of ``roles``."""
 
-    async def dep(principal: Caller) -> Principal:
-        if principal.role not in roles:
-            raise errors.Forbidden(
-                f"role {principal.role!r} may not do this; it needs one of: {', '.join(roles)}",
-                actor=principal.name,
-                role=principal.role,
-                allowed_roles=list(roles),
-            )
-        return principal
+    async def dep(request: Request) -> Principal:
+        return await principal_of(request, request.app.state.ctx, roles)
 
     return dep
 
@@ -132,14 +136,15 @@ async def checked_body(request: Request) -> Any:
     """The request body, refused (422) if RFC 8785 could not hash it faithfully.
 
     FastAPI's own parser admits NaN, Infinity, 1e400 and lone surrogates;
-    this gate runs on the raw bytes before any route writes anything.
+    this gate runs on what it parsed (``request.json()`` keeps it: the body is
+    parsed once) before any route writes anything.
     """
     raw = await request.body()
     if not raw:
         return None
     try:
         # NaN and Infinity parse to floats here so that validate names where they are
-        value = json.loads(raw)
+        value = await request.json()
         validate(value)
     except CanonicalError as exc:
         raise errors.InvalidInput(
@@ -155,3 +160,132 @@ async def checked_body(request: Request) -> Any:
 
 
 CheckedBody = Annotated[Any, Depends(checked_body)]
+
+# -- commands ----------------------------------------------------------------------
+
+_IF_MATCH_RE = re.compile(r'^(?:W/)?"?(\d{1,15})"?$')
+_IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
+# How /openapi.json describes the two headers every command takes.
+COMMAND_HEADERS: list[dict[str, Any]] = [
+    {
+        "name": "If-Match",
+        "in": "header",
+        "required": False,
+        "description": "the task version the command was decided on (412 if it moved on)",
+        "schema": {"type": "string", "examples": ["3"]},
+    },
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "retry-safe: same key and body answer as the first time, writing nothing",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$"},
+    },
+]
+
+
+def _expected(if_match: str | None) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    m = _IF_MATCH_RE.match(if_match.strip())
+    if not m:
+        raise errors.InvalidInput(
+            "If-Match must be the task's version, e.g. If-Match: 3",
+            errors=[{"field": "If-Match", "rule": "version", "message": "a version number"}],
+        )
+    return int(m.group(1))
+
+
+def _idempotency_key(value: str | None) -> str | None:
+    if value is not None and not _IDEMPOTENCY_KEY_RE.match(value):
+        raise errors.InvalidInput(
+            "Idempotency-Key must be 1-200 printable ASCII characters without spaces",
+            errors=[{"field": "Idempotency-Key", "rule": "pattern", "message": "^[!-~]{1,200}$"}],
+        )
+    return value
+
+
+@dataclass(slots=True)
+class Call:
+    """A command request: who sends it, its checked body and headers."""
+
+    request: Request
+    response: Response
+    ctx: Context
+    principal: Principal
+    body: Any
+    expected_version: int | None
+    idempotency_key: str | None
+
+    def meta(self) -> dict[str, Any]:
+        return meta_for(self.request, self.principal, idempotency_key=self.idempotency_key)
+
+    def idempotency(self, task_id: str | None) -> tuple[str, Any] | None:
+        """What the Idempotency-Key is bound to: the route, the task and the body."""
+        if self.idempotency_key is None:
+            return None
+        route = self.request.scope.get("route")
+        bound = {
+            "route": f"{self.request.method} {getattr(route, 'path', self.request.url.path)}",
+            "task_id": task_id,
+            "body": self.body,
+        }
+        if self.expected_version is not None:
+            bound["if_match"] = self.expected_version
+        return self.idempotency_key, bound
+
+    def answered(self, out: commands.Outcome) -> commands.Outcome:
+        if out.duplicate:
+            self.response.headers[REPLAYED_HEADER] = "true"
+        self.response.headers["ETag"] = f'"{out.state.version}"'
+        return out
+
+    async def run(self, task_id: uuid.UUID | None, command: tasks.TaskCommand) -> commands.Outcome:
+        tid = str(task_id) if task_id is not None else None
+        out = await commands.execute(
+            self.ctx,
+            tid,
+            command,
+            self.principal,
+            meta=self.meta(),
+            expected_version=self.expected_version,
+            idempotency=self.idempotency(tid),
+        )
+        return self.answered(out)
+
+    def lease_seconds(self, asked: int | None) -> int:
+        settings = self.ctx.settings
+        seconds = asked or settings.default_lease_seconds
+        if seconds > settings.max_lease_seconds:
+            raise errors.InvalidInput(
+                f"lease_seconds: at most {settings.max_lease_seconds}",
+                errors=[{"field": "lease_seconds", "rule": "le", "message": "lease too long"}],
+            )
+        return seconds
+
+
+def command(*roles: str) -> Callable[[Request, Response], Coroutine[Any, Any, Call]]:
+    """The dependency of a command route open to ``roles``: it alone does the
+    authentication, the role check, the canonical gate on the body and the
+    two headers (FastAPI resolves one dependency per command request)."""
+
+    async def dep(request: Request, response: Response) -> Call:
+        ctx: Context = request.app.state.ctx
+        principal = await principal_of(request, ctx, roles)
+        headers = request.headers
+        return Call(
+            request,
+            response,
+            ctx,
+            principal,
+            await checked_body(request),
+            _expected(headers.get("if-match")),
+            _idempotency_key(headers.get("idempotency-key")),
+        )
+
+    return dep
+
+
+AgentCall = Annotated[Call, Depends(command("agent"))]
+OfficerCall = Annotated[Call, Depends(command("officer"))]
+AgentOrOfficerCall = Annotated[Call, Depends(command("agent", "officer"))]

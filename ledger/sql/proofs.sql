@@ -13,9 +13,6 @@ UPDATE merkle_state SET halted = %(reason)s, updated_at = now() WHERE id
 SELECT position, prev_hash, hash FROM events
  WHERE position > %(after)s ORDER BY position LIMIT %(limit)s
 
--- name: tile
-SELECT width, hashes FROM merkle_tiles WHERE level = %(level)s AND idx = %(idx)s
-
 -- name: tiles
 SELECT t.level, t.idx, t.width, t.hashes
   FROM merkle_tiles t
@@ -35,9 +32,6 @@ SELECT pg_try_advisory_lock(%(key)s)
 -- name: latest_checkpoint
 SELECT size, root, key_ids, note, signed_at, vkeys FROM checkpoints ORDER BY size DESC LIMIT 1
 
--- name: checkpoint_at
-SELECT size, root, key_ids, note, signed_at, vkeys FROM checkpoints WHERE size = %(size)s
-
 -- name: checkpoints_after
 SELECT size, root, key_ids, note, signed_at, vkeys FROM checkpoints
  WHERE size > %(after)s ORDER BY size LIMIT %(limit)s
@@ -49,9 +43,6 @@ ON CONFLICT (size) DO NOTHING
 
 -- name: key_announcements
 SELECT canonical, hash FROM events WHERE type = 'SigningKeyAnnounced' ORDER BY position
-
--- name: head_position
-SELECT position FROM ledger_head WHERE id
 
 -- name: want_checkpoint
 SELECT pg_notify('ledger_checkpoint_wanted', '')

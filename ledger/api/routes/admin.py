@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import APIRouter, Depends, Request
+from psycopg.rows import class_row
 
-from ledger import errors, keys
-from ledger.api.deps import CheckedBody, Ctx, Principal, meta_for, require
+from ledger import keys
+from ledger.api.deps import CheckedBody, Ctx, meta_for, require
 from ledger.api.models import KeyCreate, KeyCreated, KeyRevoke, KeyRevoked, PrincipalOut
 from ledger.db import q
+from ledger.events import Principal
 
 router = APIRouter(tags=["admin"])
 Admin = Annotated[Principal, Depends(require("admin"))]
+
+
+async def _state(conn: psycopg.AsyncConnection[Any], name: str) -> keys.PrincipalState | None:
+    async with conn.cursor(row_factory=class_row(keys.PrincipalState)) as cur:
+        await cur.execute(q("events", "principal_state"), {"name": name})
+        return await cur.fetchone()
 
 
 @router.post("/admin/keys", response_model=KeyCreated, status_code=201)
@@ -20,8 +29,7 @@ async def create_key(
     request: Request, ctx: Ctx, admin: Admin, body: KeyCreate, _raw: CheckedBody
 ) -> dict[str, Any]:
     async with ctx.pool.connection() as conn:
-        cur = await conn.execute(q("events", "principal_state"), {"name": body.name})
-        current = await cur.fetchone()
+        current = await _state(conn, body.name)
     key, cmd = keys.plan_create(
         body.name, body.role, meta_for(request, admin), current, replace=body.replace
     )
@@ -41,15 +49,11 @@ async def revoke_key(
 ) -> dict[str, Any]:
     keys.check_name(name)
     async with ctx.pool.connection() as conn:
-        cur = await conn.execute(q("events", "principal_by_name"), {"name": name})
-        row = await cur.fetchone()
-    if row is None:
-        raise errors.NotFound(f"no principal named {name!r}")
-    if row[2] is not None:
-        raise errors.Conflict(f"the key of {name!r} was already revoked at position {row[2]}")
-    recorded = await ctx.appender.append(
-        keys.revoke_command(name, meta_for(request, admin), body.reason if body else None)
+        current = await _state(conn, name)
+    append = keys.plan_revoke(
+        name, current, meta_for(request, admin), body.reason if body else None
     )
+    recorded = await ctx.appender.append(append)
     ctx.auth_cache.clear()
     return {"name": name, "position": recorded[0].position}
 

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from ledger import store
-from ledger.api.deps import Ctx, Principal, require
+from ledger.api.deps import Ctx, require
 from ledger.api.models import EventPage
+from ledger.events import Principal
 
 router = APIRouter(tags=["events"])
 

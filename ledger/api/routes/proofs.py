@@ -11,11 +11,15 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from ledger import errors, store, tree
-from ledger.api.deps import Caller, Context, Ctx, Principal, require
+from ledger import errors, store
+from ledger.api.deps import Caller, Context, Ctx, require
 from ledger.api.models import PROBLEM_RESPONSE
-from ledger.checkpoints import KeyHolder
 from ledger.db import q
+from ledger.events import Principal
+from ledger.proofs import store as tree_store
+from ledger.proofs.signing import KeyHolder
+from ledger.proofs.store import SignedCheckpoint, State
+from ledger.proofs.tiles import TileCache
 
 router = APIRouter(tags=["proofs"])
 Auditor = Annotated[Principal, Depends(require("auditor", "officer"))]
@@ -48,19 +52,18 @@ class CheckpointPage(BaseModel):
     next_after: int = Field(description="pass as ?after= for the next page")
 
 
-def _cache(ctx: Context) -> tree.TileCache:
-    cache: tree.TileCache = ctx.extras.setdefault("tile_cache", tree.TileCache())
+def _cache(ctx: Context) -> TileCache:
+    cache: TileCache = ctx.extras.setdefault("tile_cache", TileCache())
     return cache
 
 
-def _out(row: Any) -> dict[str, Any]:
-    size, root, key_ids, text, signed_at, _vkeys = row
+def _out(cp: SignedCheckpoint) -> dict[str, Any]:
     return {
-        "tree_size": size,
-        "root": bytes(root).hex(),
-        "key_ids": list(key_ids),
-        "signed_at": signed_at.isoformat(),
-        "note": text,
+        "tree_size": cp.size,
+        "root": bytes(cp.root).hex(),
+        "key_ids": list(cp.key_ids),
+        "signed_at": cp.signed_at.isoformat(),
+        "note": cp.note,
     }
 
 
@@ -76,11 +79,10 @@ async def _poll(ctx: Context, look: Callable[[], Awaitable[T]], done: Callable[[
     return got
 
 
-async def _latest(ctx: Context) -> Any:
-    """The latest checkpoint's row, None before the first."""
+async def _latest(ctx: Context) -> SignedCheckpoint | None:
+    """The latest checkpoint, None before the first."""
     async with ctx.pool.connection() as conn:
-        cur = await conn.execute(q("proofs", "latest_checkpoint"))
-        return await cur.fetchone()
+        return await tree_store.latest_checkpoint_async(conn)
 
 
 @router.get(
@@ -92,17 +94,16 @@ async def latest_checkpoint(ctx: Ctx, _: Caller) -> PlainTextResponse:
     """The latest signed checkpoint. When the ledger's head is ahead of it, a
     fresh one is asked for and awaited (bounded)."""
     async with ctx.pool.connection() as conn:
-        cur = await conn.execute(q("proofs", "latest_checkpoint"))
-        row = await cur.fetchone()
+        cp = await tree_store.latest_checkpoint_async(conn)
         head, _h = await store.head_async(conn)
-        behind = row is None or row[0] < head
+        behind = cp is None or cp.size < head
         if behind:
             await conn.execute(q("proofs", "want_checkpoint"))
     if behind:
-        row = await _poll(ctx, lambda: _latest(ctx), lambda r: r is not None and r[0] >= head)
-    if row is None:
+        cp = await _poll(ctx, lambda: _latest(ctx), lambda c: c is not None and c.size >= head)
+    if cp is None:
         raise errors.Unavailable("no checkpoint has been signed yet; ask again shortly")
-    return PlainTextResponse(row[3], media_type=NOTE, headers={"X-Ledger-Tree-Size": str(row[0])})
+    return PlainTextResponse(cp.note, media_type=NOTE, headers={"X-Ledger-Tree-Size": str(cp.size)})
 
 
 @router.get("/audit/checkpoints", response_model=CheckpointPage)
@@ -113,8 +114,7 @@ async def list_checkpoints(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     async with ctx.pool.connection() as conn:
-        cur = await conn.execute(q("proofs", "checkpoints_after"), {"after": after, "limit": limit})
-        items = [_out(r) for r in await cur.fetchall()]
+        items = [_out(c) for c in await tree_store.checkpoints_after(conn, after, limit)]
     return {"items": items, "next_after": items[-1]["tree_size"] if items else after}
 
 
@@ -128,16 +128,15 @@ async def public_key(ctx: Ctx, _: Caller) -> PlainTextResponse:
     key and ``GET /audit/checkpoint`` always go together: a key just rotated
     in is served once its announcement is covered by a checkpoint it signed.
     Before the first checkpoint, the key the service will sign with."""
-    row = await _latest(ctx)
-    if row is not None and row[5]:
-        return PlainTextResponse(row[5][0] + "\n", media_type=NOTE)
+    cp = await _latest(ctx)
+    if cp is not None and cp.vkeys:
+        return PlainTextResponse(cp.vkeys[0] + "\n", media_type=NOTE)
     keys: KeyHolder = ctx.extras["signing_keys"]
     return PlainTextResponse(keys.get().verifier.vkey + "\n", media_type=NOTE)
 
 
 class TreeCatchingUp(errors.Unavailable):
-    title = "Tree catching up"
-    type_slug = "tree-catching-up"
+    title, type_slug = "Tree catching up", "tree-catching-up"
 
 
 async def _await_tree(ctx: Context, size: int, what: str) -> None:
@@ -147,9 +146,9 @@ async def _await_tree(ctx: Context, size: int, what: str) -> None:
     and that is left to the proof's own check (422). No pool connection is
     held while waiting: one short read per look."""
 
-    async def look() -> tuple[tree.State, int]:
+    async def look() -> tuple[State, int]:
         async with ctx.pool.connection() as conn:
-            state = await tree.read_state_async(conn)
+            state = await tree_store.read_state_async(conn)
             head = (await store.head_async(conn))[0] if state.size < size else state.size
         return state, head
 
@@ -187,10 +186,10 @@ async def inclusion_proof(
     position: Annotated[int, Query(ge=1)],
     tree_size: Annotated[int, Query(ge=1)],
 ) -> dict[str, Any]:
-    tree.check_inclusion_args(position, tree_size)  # a bad request is a 422 at once
+    tree_store.check_inclusion_args(position, tree_size)  # a bad request is a 422 at once
     await _await_tree(ctx, tree_size, "tree_size")
     async with ctx.pool.connection() as conn:
-        hashes = await tree.inclusion_async(conn, _cache(ctx), position, tree_size)
+        hashes = await tree_store.inclusion(conn, _cache(ctx), position, tree_size)
     return {"leaf_index": position - 1, "tree_size": tree_size, "hashes": [h.hex() for h in hashes]}
 
 
@@ -215,8 +214,8 @@ async def consistency_proof(
     from_: Annotated[int, Query(alias="from", ge=0, description="size of the older tree")],
     to: Annotated[int, Query(ge=0, description="size of the newer tree")],
 ) -> dict[str, Any]:
-    tree.check_consistency_args(from_, to)
+    tree_store.check_consistency_args(from_, to)
     await _await_tree(ctx, to, "to")
     async with ctx.pool.connection() as conn:
-        hashes = await tree.consistency_async(conn, _cache(ctx), from_, to)
+        hashes = await tree_store.consistency(conn, _cache(ctx), from_, to)
     return {"from": from_, "to": to, "hashes": [h.hex() for h in hashes]}

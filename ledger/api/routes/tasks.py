@@ -1,16 +1,26 @@
-"""Task endpoints (SPEC §4): commands through ``ledger.commands``, reads folded
-from the task's stream with the same ``ledger.tasks.evolve``."""
+"""Task endpoints (SPEC §4): commands through ``ledger.commands`` (each route
+one :func:`deps.command` dependency), reads folded from the task's stream with
+the same ``ledger.tasks.evolve``."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 
-from ledger import commands, errors, tasks
-from ledger.api.deps import Caller, CheckedBody, Ctx, Principal, meta_for, require
+from ledger import clock, commands, errors, tasks, views
+from ledger.api.deps import (
+    COMMAND_HEADERS,
+    AgentCall,
+    AgentOrOfficerCall,
+    Caller,
+    Ctx,
+    OfficerCall,
+    require,
+)
 from ledger.api.models import PROBLEM_RESPONSE, EventOut
 from ledger.api.task_models import (
     CommentRequest,
@@ -25,115 +35,34 @@ from ledger.api.task_models import (
     TaskSubmitted,
     Written,
 )
-from projections import task_view, watch
+from ledger.api.watch import ensure
+from ledger.events import Principal
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: PROBLEM_RESPONSE for status in (404, 409, 412)
 }
 router = APIRouter(tags=["tasks"], responses=_PROBLEMS)
 
-Agent = Annotated[Principal, Depends(require("agent"))]
-Officer = Annotated[Principal, Depends(require("officer"))]
-AgentOrOfficer = Annotated[Principal, Depends(require("agent", "officer"))]
 Replayer = Annotated[Principal, Depends(require("officer", "auditor"))]
 TaskId = Annotated[uuid.UUID, "the task's UUID"]
-IfMatch = Annotated[
-    str | None,
-    Header(
-        alias="If-Match",
-        description="the task version the command was decided on (412 if it moved on)",
-    ),
-]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        pattern=r"^[\x21-\x7e]+$",
-        description="retry-safe: same key and body answer as the first time, writing nothing",
-    ),
-]
-_IF_MATCH_RE = re.compile(r'^(?:W/)?"?(\d{1,15})"?$')
-REPLAYED_HEADER = "Idempotent-Replayed"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _expected(if_match: str | None) -> int | None:
-    if if_match is None or if_match.strip() == "*":
-        return None
-    m = _IF_MATCH_RE.match(if_match.strip())
-    if not m:
-        raise errors.InvalidInput(
-            "If-Match must be the task's version, e.g. If-Match: 3",
-            errors=[{"field": "If-Match", "rule": "version", "message": "a version number"}],
-        )
-    return int(m.group(1))
-
-
-async def _run(
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    principal: Principal,
-    task_id: uuid.UUID | None,
-    command: tasks.TaskCommand,
-    raw: Any,
-    if_match: str | None,
-    idempotency_key: str | None,
-) -> commands.Outcome:
-    expected = _expected(if_match)
-    idem = None
-    if idempotency_key is not None:
-        route = request.scope.get("route")
-        bound = {
-            "route": f"{request.method} {getattr(route, 'path', request.url.path)}",
-            "task_id": str(task_id) if task_id is not None else None,
-            "body": raw,
-        }
-        if expected is not None:
-            bound["if_match"] = expected
-        idem = (idempotency_key, bound)
-    out = await commands.execute(
-        ctx,
-        str(task_id) if task_id is not None else None,
-        command,
-        principal,
-        meta=meta_for(request, principal, idempotency_key=idempotency_key),
-        expected_version=expected,
-        idempotency=idem,
+def _post(path: str, model: Any, status_code: int = 200) -> Callable[[F], F]:
+    """A command route: POST, documenting the headers its dependency reads."""
+    return router.post(
+        path,
+        response_model=model,
+        status_code=status_code,
+        openapi_extra={"parameters": COMMAND_HEADERS},
     )
-    if out.duplicate:
-        response.headers[REPLAYED_HEADER] = "true"
-    response.headers["ETag"] = f'"{out.state.version}"'
-    return out
 
 
-def _lease_seconds(ctx: Ctx, body: LeaseRequest | None) -> int:
-    seconds = body.lease_seconds if body and body.lease_seconds else None
-    seconds = seconds or ctx.settings.default_lease_seconds
-    if seconds > ctx.settings.max_lease_seconds:
-        raise errors.InvalidInput(
-            f"lease_seconds: at most {ctx.settings.max_lease_seconds}",
-            errors=[{"field": "lease_seconds", "rule": "le", "message": "lease too long"}],
-        )
-    return seconds
-
-
-@router.post("/tasks", response_model=TaskSubmitted, status_code=201)
-async def submit(
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    agent: Agent,
-    body: TaskSubmit,
-    raw: CheckedBody,
-    if_match: IfMatch = None,
-    idempotency_key: IdempotencyKey = None,
-) -> dict[str, Any]:
+@_post("/tasks", TaskSubmitted, 201)
+async def submit(body: TaskSubmit, call: AgentCall) -> dict[str, Any]:
     """Submit a task: a new stream ``task-<UUIDv7>`` starting with TaskSubmitted."""
-    cmd = tasks.Submit(body.task_type, body.payload, body.priority)
-    out = await _run(request, response, ctx, agent, None, cmd, raw, if_match, idempotency_key)
-    response.headers["Location"] = f"/tasks/{out.task_id}"
+    out = await call.run(None, tasks.Submit(body.task_type, body.payload, body.priority))
+    call.response.headers["Location"] = f"/tasks/{out.task_id}"
     return {
         "id": out.task_id,
         "status": out.state.status,
@@ -142,192 +71,76 @@ async def submit(
     }
 
 
-@router.post("/tasks/{task_id}/claim", response_model=TaskOut)
+@_post("/tasks/{task_id}/claim", TaskOut)
 async def claim(
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    agent: Agent,
-    task_id: TaskId,
-    raw: CheckedBody,
-    body: LeaseRequest | None = None,
-    if_match: IfMatch = None,
-    idempotency_key: IdempotencyKey = None,
+    task_id: TaskId, call: AgentCall, body: LeaseRequest | None = None
 ) -> dict[str, Any]:
     """Claim a queued task: you become its worker until the lease lapses."""
-    cmd = commands.claim(_lease_seconds(ctx, body))
-    out = await _run(request, response, ctx, agent, task_id, cmd, raw, if_match, idempotency_key)
-    return tasks.view(out.state)
+    lease = call.lease_seconds(body.lease_seconds if body else None)
+    return tasks.view((await call.run(task_id, commands.claim(lease))).state)
 
 
-@router.post("/tasks/{task_id}/lease", response_model=TaskOut)
+@_post("/tasks/{task_id}/lease", TaskOut)
 async def renew_lease(
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    agent: Agent,
-    task_id: TaskId,
-    raw: CheckedBody,
-    body: LeaseRequest | None = None,
-    if_match: IfMatch = None,
-    idempotency_key: IdempotencyKey = None,
+    task_id: TaskId, call: AgentCall, body: LeaseRequest | None = None
 ) -> dict[str, Any]:
     """Renew the claim's lease (the worker only)."""
-    cmd = tasks.RenewLease(commands.lease_until(_lease_seconds(ctx, body)))
-    out = await _run(request, response, ctx, agent, task_id, cmd, raw, if_match, idempotency_key)
-    return tasks.view(out.state)
+    until = clock.lease_until(call.lease_seconds(body.lease_seconds if body else None))
+    return tasks.view((await call.run(task_id, tasks.RenewLease(until))).state)
 
 
-@router.post("/tasks/{task_id}/steps", response_model=Written, status_code=201)
-async def record_step(
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    agent: Agent,
-    task_id: TaskId,
-    body: StepRequest,
-    raw: CheckedBody,
-    if_match: IfMatch = None,
-    idempotency_key: IdempotencyKey = None,
-) -> dict[str, Any]:
+@_post("/tasks/{task_id}/steps", Written, 201)
+async def record_step(task_id: TaskId, body: StepRequest, call: AgentCall) -> dict[str, Any]:
     """Record a step of the execution trace (the worker only)."""
-    cmd = tasks.RecordStep(body.kind, body.content)
-    out = await _run(request, response, ctx, agent, task_id, cmd, raw, if_match, idempotency_key)
+    out = await call.run(task_id, tasks.RecordStep(body.kind, body.content))
     return {"version": out.version, "position": out.position}
 
 
-@router.post("/tasks/{task_id}/approval-request", response_model=TaskOut)
-async def request_approval(
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    agent: Agent,
-    task_id: TaskId,
-    body: ReasonRequest,
-    raw: CheckedBody,
-    if_match: IfMatch = None,
-    idempotency_key: IdempotencyKey = None,
-) -> dict[str, Any]:
+@_post("/tasks/{task_id}/approval-request", TaskOut)
+async def request_approval(task_id: TaskId, body: ReasonRequest, call: AgentCall) -> dict[str, Any]:
     """Ask an officer to approve before going on (the worker only)."""
-    cmd = tasks.RequestApproval(body.reason)
-    out = await _run(request, response, ctx, agent, task_id, cmd, raw, if_match, idempotency_key)
-    return tasks.view(out.state)
+    return tasks.view((await call.run(task_id, tasks.RequestApproval(body.reason))).state)
 
 
-@router.post("/tasks/{task_id}/approve", response_model=TaskOut)
-async def approve(
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    officer: Officer,
-    task_id: TaskId,
-    body: CommentRequest,
-    raw: CheckedBody,
-    if_match: IfMatch = None,
-    idempotency_key: IdempotencyKey = None,
-) -> dict[str, Any]:
+@_post("/tasks/{task_id}/approve", TaskOut)
+async def approve(task_id: TaskId, body: CommentRequest, call: OfficerCall) -> dict[str, Any]:
     """Approve a task awaiting approval: it runs on with the same worker."""
-    cmd = tasks.Approve(body.comment)
-    out = await _run(request, response, ctx, officer, task_id, cmd, raw, if_match, idempotency_key)
-    return tasks.view(out.state)
+    return tasks.view((await call.run(task_id, tasks.Approve(body.comment))).state)
 
 
-@router.post("/tasks/{task_id}/reject", response_model=TaskOut)
-async def reject(
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    officer: Officer,
-    task_id: TaskId,
-    body: CommentRequest,
-    raw: CheckedBody,
-    if_match: IfMatch = None,
-    idempotency_key: IdempotencyKey = None,
-) -> dict[str, Any]:
+@_post("/tasks/{task_id}/reject", TaskOut)
+async def reject(task_id: TaskId, body: CommentRequest, call: OfficerCall) -> dict[str, Any]:
     """Reject a task awaiting approval (final)."""
-    cmd = tasks.Reject(body.comment)
-    out = await _run(request, response, ctx, officer, task_id, cmd, raw, if_match, idempotency_key)
-    return tasks.view(out.state)
+    return tasks.view((await call.run(task_id, tasks.Reject(body.comment))).state)
 
 
-@router.post("/tasks/{task_id}/complete", response_model=TaskOut)
-async def complete(
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    agent: Agent,
-    task_id: TaskId,
-    body: CompleteRequest,
-    raw: CheckedBody,
-    if_match: IfMatch = None,
-    idempotency_key: IdempotencyKey = None,
-) -> dict[str, Any]:
+@_post("/tasks/{task_id}/complete", TaskOut)
+async def complete(task_id: TaskId, body: CompleteRequest, call: AgentCall) -> dict[str, Any]:
     """Complete the task with its result (the worker only; final)."""
-    cmd = tasks.Complete(body.result)
-    out = await _run(request, response, ctx, agent, task_id, cmd, raw, if_match, idempotency_key)
-    return tasks.view(out.state)
+    return tasks.view((await call.run(task_id, tasks.Complete(body.result))).state)
 
 
-@router.post("/tasks/{task_id}/fail", response_model=TaskOut)
-async def fail(
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    agent: Agent,
-    task_id: TaskId,
-    body: FailRequest,
-    raw: CheckedBody,
-    if_match: IfMatch = None,
-    idempotency_key: IdempotencyKey = None,
-) -> dict[str, Any]:
+@_post("/tasks/{task_id}/fail", TaskOut)
+async def fail(task_id: TaskId, body: FailRequest, call: AgentCall) -> dict[str, Any]:
     """Fail the task (the worker only); a retryable failure may be requeued."""
-    cmd = tasks.Fail(body.error, body.retryable)
-    out = await _run(request, response, ctx, agent, task_id, cmd, raw, if_match, idempotency_key)
-    return tasks.view(out.state)
+    return tasks.view((await call.run(task_id, tasks.Fail(body.error, body.retryable))).state)
 
 
-@router.post("/tasks/{task_id}/requeue", response_model=TaskOut)
-async def requeue(
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    who: AgentOrOfficer,
-    task_id: TaskId,
-    body: ReasonRequest,
-    raw: CheckedBody,
-    if_match: IfMatch = None,
-    idempotency_key: IdempotencyKey = None,
-) -> dict[str, Any]:
+@_post("/tasks/{task_id}/requeue", TaskOut)
+async def requeue(task_id: TaskId, body: ReasonRequest, call: AgentOrOfficerCall) -> dict[str, Any]:
     """Put a retryable failed task (or a running one whose lease lapsed) back
     in the queue. Officers and any agent (SPEC §3)."""
-    cmd = tasks.Requeue(body.reason, tasks.format_time(commands.now()))
-    out = await _run(request, response, ctx, who, task_id, cmd, raw, if_match, idempotency_key)
-    return tasks.view(out.state)
+    cmd = tasks.Requeue(body.reason, clock.format_time(clock.now()))
+    return tasks.view((await call.run(task_id, cmd)).state)
 
 
-@router.post("/tasks/{task_id}/cancel", response_model=TaskOut)
-async def cancel(
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    who: AgentOrOfficer,
-    task_id: TaskId,
-    body: ReasonRequest,
-    raw: CheckedBody,
-    if_match: IfMatch = None,
-    idempotency_key: IdempotencyKey = None,
-) -> dict[str, Any]:
+@_post("/tasks/{task_id}/cancel", TaskOut)
+async def cancel(task_id: TaskId, body: ReasonRequest, call: AgentOrOfficerCall) -> dict[str, Any]:
     """Cancel a task that is not finished (officers, and the submitting agent)."""
-    cmd = tasks.Cancel(body.reason)
-    out = await _run(request, response, ctx, who, task_id, cmd, raw, if_match, idempotency_key)
-    return tasks.view(out.state)
+    return tasks.view((await call.run(task_id, tasks.Cancel(body.reason))).state)
 
 
-@router.get(
-    "/tasks/{task_id}",
-    response_model=TaskOut,
-    responses={503: PROBLEM_RESPONSE},
-)
+@router.get("/tasks/{task_id}", response_model=TaskOut, responses={503: PROBLEM_RESPONSE})
 async def get_task(
     ctx: Ctx,
     _: Caller,
@@ -342,9 +155,9 @@ async def get_task(
     projection runner; it may lag the writes by a moment). ``min_position``:
     the position a command answered with; the view is awaited until it
     includes it (read your writes), at most ``max_wait_seconds``, else 503."""
-    pos = await watch.ensure(ctx, task_view.NAME, min_position)
+    pos = await ensure(ctx, views.TASKS, min_position)
     async with ctx.pool.connection() as conn:
-        state = await task_view.get(conn, str(task_id))
+        state = await views.get_task(conn, str(task_id))
     if state is None:
         # Not in the view: either no such task, or the view is behind (its
         # runner slow or down). The ledger decides; a task it has is folded
@@ -362,7 +175,7 @@ async def get_task(
 
 
 @router.get("/tasks/{task_id}/events", response_model=list[EventOut])
-async def task_events(ctx: Ctx, _: Caller, task_id: TaskId) -> list[dict[str, Any]]:
+async def task_events(ctx: Ctx, _: Caller, task_id: TaskId) -> list[Any]:
     """Every event of the task, full envelopes (hashes included), in order."""
     _state, events = await commands.load(ctx.pool, str(task_id))
     if not events:
@@ -391,7 +204,7 @@ async def replay(
     moment = None
     if at is not None:
         try:
-            moment = tasks.parse_time(at)
+            moment = clock.parse_time(at)
             if not _RFC3339_RE.match(at):
                 raise ValueError(at)
         except ValueError:

@@ -12,18 +12,15 @@ import hashlib
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 
-from ledger import errors, keys, tasks
-from ledger.api.deps import Caller, CheckedBody, Ctx, Principal, meta_for, require
+from ledger import commands, errors, keys, store, tasks, views
+from ledger.api.deps import COMMAND_HEADERS, AgentCall, Caller, Ctx, require
 from ledger.api.models import PROBLEM_RESPONSE
-from ledger.api.routes.tasks import REPLAYED_HEADER, Agent, IdempotencyKey, _lease_seconds
-from ledger.api.task_models import TASK_TYPE_PATTERN, LeaseRequest, Status, TaskOut
+from ledger.api.task_models import TASK_TYPE_PATTERN, Status, TaskOut
 from ledger.api.view_models import ClaimNext, ProjectionsOut, TaskPage, TaskStats
-from ledger.db import q
-from projections import queue, task_counts, task_view
-from projections.runner import LOCK_CLASS, status_item
-from projections.watch import ensure
+from ledger.api.watch import ensure
+from ledger.events import Principal
 
 router = APIRouter(
     tags=["views"],
@@ -104,9 +101,9 @@ async def list_tasks(
     enter a status filter between pages)."""
     filters = (status, agent_name, task_type)
     after = decode_cursor(cursor, filters) if cursor is not None else 0
-    pos = await ensure(ctx, task_view.NAME, min_position)
+    pos = await ensure(ctx, views.TASKS, min_position)
     async with ctx.pool.connection() as conn:
-        rows = await task_view.page(
+        rows = await views.task_page(
             conn,
             after=after,
             limit=limit + 1,
@@ -128,9 +125,9 @@ async def task_stats(
     ctx: Ctx, _: Caller, response: Response, min_position: MinPosition = None
 ) -> dict[str, Any]:
     """Tasks by status, per submitting agent and per task type (the task_counts view)."""
-    pos = await ensure(ctx, task_counts.NAME, min_position)
+    pos = await ensure(ctx, views.TASK_COUNTS, min_position)
     async with ctx.pool.connection() as conn:
-        counts = await task_counts.stats(conn)
+        counts = await views.task_stats(conn)
     response.headers[POSITION_HEADER] = str(pos)
     return {"position": pos, "by_agent": counts["agent"], "by_task_type": counts["task_type"]}
 
@@ -139,38 +136,26 @@ async def task_stats(
     "/tasks/claim",
     response_model=TaskOut,
     responses={204: {"description": "no task of those types is queued"}},
+    openapi_extra={"parameters": COMMAND_HEADERS},
 )
-async def claim_next(
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    agent: Agent,
-    raw: CheckedBody,
-    body: ClaimNext | None = None,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
+async def claim_next(call: AgentCall, body: ClaimNext | None = None) -> Any:
     """Claim the next queued task (of ``task_types``): highest priority first,
     then the oldest. 204 when none is queued."""
-    lease = _lease_seconds(ctx, LeaseRequest(lease_seconds=body.lease_seconds) if body else None)
-    idem = None
-    if idempotency_key is not None:
-        idem = (idempotency_key, {"route": "POST /tasks/claim", "task_id": None, "body": raw})
-    out = await queue.claim_next(
+    ctx = call.ctx
+    out = await commands.claim_next(
         ctx,
-        agent,
+        call.principal,
         body.task_types if body else None,
-        lease,
-        meta=meta_for(request, agent, idempotency_key=idempotency_key),
-        idempotency=idem,
+        call.lease_seconds(body.lease_seconds if body else None),
+        meta=call.meta(),
+        idempotency=call.idempotency(None),
         slots=ctx.extras["claim_slots"],
         candidates=ctx.settings.claim_candidates,
     )
     if out is None:
         return Response(status_code=204)
-    if out.duplicate:
-        response.headers[REPLAYED_HEADER] = "true"
-    response.headers["ETag"] = f'"{out.state.version}"'
-    response.headers["Location"] = f"/tasks/{out.task_id}"
+    call.answered(out)
+    call.response.headers["Location"] = f"/tasks/{out.task_id}"
     return tasks.view(out.state)
 
 
@@ -179,11 +164,6 @@ async def list_projections(ctx: Ctx, _: Overseer) -> dict[str, Any]:
     """Every projection: how far it has folded the ledger (position and the
     event hash there), its lag behind the head, and whether a runner leads it."""
     async with ctx.pool.connection() as conn:
-        cur = await conn.execute(q("projections", "status"))
-        rows = await cur.fetchall()
-        cur = await conn.execute(q("projections", "held_locks"), {"class": LOCK_CLASS})
-        held = {int(r[0]) for r in await cur.fetchall()}
-        cur = await conn.execute(q("projections", "head"))
-        head_row = await cur.fetchone()
-    head = int(head_row[0]) if head_row else 0
-    return {"head_position": head, "items": [status_item(r, held) for r in rows]}
+        rows, held = await views.checkpoints_async(conn)
+        head, _hash = await store.head_async(conn)
+    return {"head_position": head, "items": [r.status(held) for r in rows]}

@@ -1,0 +1,69 @@
+"""The ``ledger`` command line. Every command is listed in :data:`COMMANDS`
+with the module that configures and runs it. Operator commands talk to
+PostgreSQL directly (the same embedded server as ``make run`` when
+DATABASE_URL is unset).
+
+``ledger project`` and ``ledger projections ...`` are the projections' own
+program (``python -m projections``), run in this Python: the ``projections``
+package builds on ``ledger``, never the other way round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ledger import worker
+from ledger.cli import bundle, export, keys, serve, signing, verify
+from ledger.exits import guarded
+
+Configure = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[Any], int]
+
+
+def _projections_program(args: Any) -> int:
+    """Hand over to ``python -m projections`` with the same arguments
+    (``ledger project ...`` is ``python -m projections run ...``)."""
+    sub = ["run"] if args.command == "project" else []
+    os.execv(sys.executable, [sys.executable, "-m", "projections", *sub, *args.rest])
+    return 2  # pragma: no cover - execv does not return
+
+
+def _pass_through(p: argparse.ArgumentParser) -> None:
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="see 'python -m projections -h'")
+
+
+# name -> (one line for `ledger -h`, configure(parser), run(args) -> exit code)
+COMMANDS: dict[str, tuple[str, Configure, Run]] = {
+    "run": (serve.RUN_HELP, serve.configure, serve.run),
+    "serve": (serve.SERVE_HELP, serve.configure, serve.serve),
+    "keys": (keys.HELP, keys.configure, keys.run),
+    "verify": (verify.HELP, verify.configure, verify.run),
+    "export": (export.HELP, export.configure, export.run),
+    "audit-bundle": (bundle.HELP, bundle.configure, bundle.run),
+    "signing-key": (signing.HELP, signing.configure, signing.run),
+    "worker": (worker.HELP, worker.configure, worker.run),
+    "project": (
+        "run the projection runner (folds the ledger into the views)",
+        _pass_through,
+        _projections_program,
+    ),
+    "projections": ("list, check or rebuild the views", _pass_through, _projections_program),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ledger", description="Hash-chained audit ledger")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, (help_, configure, run) in COMMANDS.items():
+        # the projections' program answers -h itself
+        configure(sub.add_parser(name, help=help_, add_help=run is not _projections_program))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded("ledger", lambda: COMMANDS[args.command][2](args))

@@ -1,0 +1,117 @@
+"""``ledger serve`` (the API alone) and ``ledger run`` (the API and its
+companion processes, supervised: a companion that dies is started again)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from ledger import db
+from ledger.proofs.origin import settings_with_stored_origin
+from ledger.settings import Settings
+
+RUN_HELP = "serve the API and its projection runner"
+SERVE_HELP = "serve the API only"
+
+# Background processes `ledger run` starts beside the API: argv lists.
+RUN_COMPANIONS: list[list[str]] = [["projections"]]  # python -m projections: the runner
+RESTART_SECONDS = 5.0
+
+
+def configure(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1)
+
+
+def _refuse_another_origin(settings: Settings, url: str) -> None:
+    """Before anything starts: a LEDGER_ORIGIN other than the ledger's own is a
+    one-line refusal (OriginMismatch), not a traceback out of a started server."""
+    db.apply_schema(url)
+    settings_with_stored_origin(settings, url)
+
+
+def serve(args: Any) -> int:
+    import uvicorn
+
+    settings = Settings()
+    url = db.resolve_url(settings)
+    if args.workers > 1 and not settings.database_url:
+        # one embedded server for every worker: resolve it here and hand it down
+        os.environ["LEDGER_DATABASE_URL"] = url
+    _refuse_another_origin(settings, url)
+    uvicorn.run(
+        "ledger.api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
+def run(args: Any) -> int:
+    """The API and its companion processes (projection runner), one database."""
+    settings = Settings()
+    url = db.resolve_url(settings)
+    _refuse_another_origin(settings, url)
+    env = {**os.environ, "LEDGER_DATABASE_URL": url}
+    print(f"ledger: database {db.redact(url)}", file=sys.stderr)
+    print(f"ledger: serving on http://{args.host}:{args.port}  (Ctrl-C stops)", file=sys.stderr)
+
+    def start(argv: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", *argv], env=env)
+
+    companions = [start(argv) for argv in RUN_COMPANIONS]
+    api = start(
+        [
+            "ledger",
+            "serve",
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+            "--workers",
+            str(args.workers),
+        ]
+    )
+    stopping: list[bool] = []
+
+    def stop(*_: Any) -> None:
+        stopping.append(True)
+        for p in [*companions, api]:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    restarts = [0.0] * len(RUN_COMPANIONS)
+    try:
+        while (code := api.poll()) is None:
+            time.sleep(0.5)
+            for i, p in enumerate(companions):
+                if stopping or p.poll() in (None, 0) or time.monotonic() < restarts[i]:
+                    continue  # running, or it stopped cleanly: asked to (a signal), not a crash
+                # a companion died (a runner killed, a crash): start it again,
+                # at most every 5 s, so the views never quietly stop moving
+                name = " ".join(RUN_COMPANIONS[i])
+                print(f"ledger: {name} exited with {p.returncode}; restarting it", file=sys.stderr)
+                restarts[i] = time.monotonic() + RESTART_SECONDS
+                companions[i] = start(RUN_COMPANIONS[i])
+    except KeyboardInterrupt:
+        code = 0
+    stop()
+    for p in [*companions, api]:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    if stopping and code in (-signal.SIGTERM, -signal.SIGINT):
+        code = 0  # asked to stop, and stopped (uvicorn re-raises the signal it handled)
+    return code

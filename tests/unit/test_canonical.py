@@ -1,0 +1,231 @@
+"""Canonical bytes (SPEC §1): the fast path and the general path are byte-equal
+to the ``rfc8785`` reference package, and what RFC 8785 cannot hash
+faithfully is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import rfc8785
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from ledger.canonical import (
+    MAX_DEPTH,
+    MAX_SAFE_INTEGER,
+    CanonicalError,
+    _is_fast,
+    canonical_bytes,
+    compute_event_hash,
+    format_number,
+    validate,
+)
+
+VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "jcs.json").read_text())
+
+# Characters that trip up serializers: controls (escaped), DEL (not escaped),
+# line/paragraph separators (not escaped by RFC 8785), quotes, backslash,
+# slash, non-ASCII, astral (surrogate pairs in UTF-16), and U+FB33 which
+# sorts after an astral character by UTF-16 code units but before it by
+# code points.
+TRICKY = [chr(c) for c in range(0x20)] + [
+    "\x7f",
+    "\u2028",
+    "\u2029",
+    '"',
+    "\\",
+    "/",
+    "é",
+    "€",
+    "\ufb33",
+    "\ufeff",
+    "\U0001f600",
+    "\U00010000",
+    "\U0010ffff",
+    "a",
+    "Z",
+    " ",
+]
+
+texts = st.one_of(st.text(max_size=12), st.text(alphabet=st.sampled_from(TRICKY), max_size=8))
+ascii_keys = st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=8)
+safe_ints = st.integers(min_value=-MAX_SAFE_INTEGER, max_value=MAX_SAFE_INTEGER)
+special_floats = st.sampled_from(
+    [
+        -0.0,
+        0.0,
+        1.0,
+        100.0,
+        0.1,
+        1e21,
+        1e20,
+        123456789012345680000.0,
+        1e-6,
+        1e-7,
+        5e-7,
+        5e-324,
+        -5e-324,
+        2.2250738585072014e-308,
+        1.7976931348623157e308,
+        -1.7976931348623157e308,
+        9007199254740992.0,
+        0.000001234,
+        1.5e300,
+        2.5e-300,
+    ]
+)
+floats = st.one_of(st.floats(allow_nan=False, allow_infinity=False), special_floats)
+scalars = st.one_of(st.none(), st.booleans(), safe_ints, floats, texts)
+
+
+def json_values(keys: st.SearchStrategy[str], leaves: st.SearchStrategy[Any]) -> Any:
+    return st.recursive(
+        leaves,
+        lambda children: st.one_of(
+            st.lists(children, max_size=5), st.dictionaries(keys, children, max_size=5)
+        ),
+        max_leaves=25,
+    )
+
+
+general_values = json_values(st.one_of(texts, ascii_keys), scalars)
+# What the fast path takes: ASCII keys, no floats.
+fast_values = json_values(ascii_keys, st.one_of(st.none(), st.booleans(), safe_ints, texts))
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(general_values)
+@example({"\U0001f600": 1, "\ufb33": 2, "é": 3, "a": 4, "": 5})
+@example({"n": [1.0, 1e2, -0.0, 0.1, 1e21, 1e-7]})
+@example({"s": 'é\u2028\u2029\U0001f600\x00\x1f"\\/'})
+def test_canonical_bytes_equal_rfc8785(value: Any) -> None:
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+@settings(max_examples=300)
+@given(fast_values)
+def test_fast_path_equal_rfc8785(value: Any) -> None:
+    assert _is_fast(value)  # this strategy stays on the fast path
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+@given(
+    st.dictionaries(st.text(min_size=1).filter(lambda k: not k.isascii()), safe_ints, min_size=1)
+)
+def test_non_ascii_keys_leave_the_fast_path(value: dict[str, int]) -> None:
+    assert not _is_fast(value)
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+@settings(max_examples=1000)
+@given(floats)
+def test_format_number_equal_rfc8785(x: float) -> None:
+    assert format_number(x).encode() == rfc8785.dumps(x)
+
+
+@settings(max_examples=200)
+@given(general_values)
+def test_canonical_bytes_round_trip(value: Any) -> None:
+    """Parsing canonical bytes and canonicalizing again gives the same bytes:
+    what a verifier reads back from an export hashes the same."""
+    once = canonical_bytes(value)
+    assert canonical_bytes(orjson.loads(once)) == once
+    assert canonical_bytes(json.loads(once)) == once
+
+
+@settings(max_examples=200)
+@given(general_values)
+def test_generated_values_pass_validate(value: Any) -> None:
+    validate(value)  # nothing generated here is outside RFC 8785's domain
+
+
+@given(
+    st.one_of(
+        st.integers(min_value=MAX_SAFE_INTEGER + 1),
+        st.integers(max_value=-MAX_SAFE_INTEGER - 1),
+    )
+)
+def test_unsafe_integers_refused_like_the_reference(n: int) -> None:
+    with pytest.raises(CanonicalError) as info:
+        validate({"a": [n]})
+    assert info.value.rule == "safe_integer"
+    assert info.value.path == "a[0]"
+    with pytest.raises(rfc8785.IntegerDomainError):
+        rfc8785.dumps(n)
+
+
+@pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: c["input"][:40])
+def test_jcs_vectors(case: dict[str, str]) -> None:
+    value = json.loads(case["input"])
+    validate(value)
+    out = canonical_bytes(value)
+    assert out == case["canonical"].encode("utf-8")
+    assert hashlib.sha256(out).hexdigest() == case["sha256"]
+    assert rfc8785.dumps(value) == out
+
+
+def _refuse_constant(name: str) -> Any:
+    raise CanonicalError("", "finite_number", name)
+
+
+@pytest.mark.parametrize("case", VECTORS["refused"], ids=lambda c: c["why"])
+def test_jcs_refused_vectors(case: dict[str, str]) -> None:
+    with pytest.raises(CanonicalError):
+        validate(json.loads(case["input"], parse_constant=_refuse_constant))
+
+
+@pytest.mark.parametrize(
+    ("value", "path", "rule"),
+    [
+        ({"x": float("nan")}, "x", "finite_number"),
+        ({"x": [float("inf")]}, "x[0]", "finite_number"),
+        ({"x": {"y": -float("inf")}}, "x.y", "finite_number"),
+        ({"s": "a\ud800b"}, "s", "lone_surrogate"),
+        ({"\udfff": 1}, "\\udfff", "lone_surrogate"),  # the key named escaped
+        ({"n": 2**53}, "n", "safe_integer"),
+        ({"n": -(2**53)}, "n", "safe_integer"),
+        ({"t": (1, 2)}, "t", "json_type"),
+        ({1: 2}, "", "key_type"),
+    ],
+)
+def test_validate_names_path_and_rule(value: Any, path: str, rule: str) -> None:
+    with pytest.raises(CanonicalError) as info:
+        validate(value)
+    assert info.value.path == path
+    assert info.value.rule == rule
+
+
+def _nested(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_nesting_limit() -> None:
+    validate(_nested(MAX_DEPTH))  # 32 levels of arrays: accepted
+    with pytest.raises(CanonicalError) as info:
+        validate(_nested(MAX_DEPTH + 1))
+    assert info.value.rule == "max_depth"
+
+
+def test_event_hash_is_over_every_field_but_hash() -> None:
+    event = {
+        "position": 1,
+        "stream": "test-x",
+        "version": 1,
+        "type": "Tested",
+        "data": {"n": 1.0},
+        "meta": {"actor": "a", "role": "agent", "request_id": "r"},
+        "recorded_at": "2026-01-01T00:00:00.000000Z",
+        "prev_hash": "0" * 64,
+    }
+    expected = hashlib.sha256(rfc8785.dumps(event)).hexdigest()
+    assert compute_event_hash(event) == expected
+    assert compute_event_hash({**event, "hash": "f" * 64}) == expected
+    assert compute_event_hash({**event, "version": 2}) != expected
