@@ -514,3 +514,42 @@ REVOKE ALL ON merkle_tiles, merkle_state, checkpoints FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE ON merkle_tiles TO ledger_service;
 GRANT SELECT, UPDATE ON merkle_state TO ledger_service;
 GRANT SELECT, INSERT ON checkpoints TO ledger_service;
+
+
+-- == witnesses (ledger/witness/submitter.py; C2SP tlog-witness) ==
+
+-- The cosignatures witnesses returned for a checkpoint: one signature line
+-- each (C2SP tlog-cosignature), served appended to the checkpoint's note.
+CREATE TABLE IF NOT EXISTS checkpoint_cosignatures (
+    size        bigint      NOT NULL REFERENCES checkpoints (size),
+    witness     text        NOT NULL,  -- the witness's verifier key
+    line        text        NOT NULL,
+    signed_time bigint      NOT NULL,  -- the cosignature's timestamp (POSIX seconds)
+    received_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (size, witness)
+);
+
+-- What the submitter knows of each witness: the size it last cosigned, and
+-- whether the last attempt reached it (shown in /health).
+CREATE TABLE IF NOT EXISTS witness_status (
+    witness     text        PRIMARY KEY,  -- the witness's verifier key
+    url         text        NOT NULL,
+    size        bigint,                   -- the size it last cosigned, as it told us
+    ok          boolean     NOT NULL DEFAULT false,
+    error       text,
+    checked_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+CREATE OR REPLACE FUNCTION checkpoints_notify_signed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('ledger_checkpoint_signed', NEW.size::text);
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER checkpoints_signed_notify
+    AFTER INSERT ON checkpoints
+    FOR EACH ROW EXECUTE FUNCTION checkpoints_notify_signed();
+
+REVOKE ALL ON checkpoint_cosignatures, witness_status FROM PUBLIC;
+GRANT SELECT, INSERT ON checkpoint_cosignatures TO ledger_service;
+GRANT SELECT, INSERT, UPDATE ON witness_status TO ledger_service;

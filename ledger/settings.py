@@ -63,3 +63,14 @@ class Settings(BaseSettings):
     # cyclic collector running every 700 allocations cost ~15% of throughput
     # and most of the p99 in `make bench`. 0 keeps Python's default.
     gc_threshold: int = 10_000
+    # -- the public log (/log/: C2SP tlog-tiles) and its witnesses --
+    # Unset: /log/ is public; set: it wants 'Authorization: Bearer <this token>'.
+    log_read_token: str | None = None
+    # Witnesses each new checkpoint is submitted to: entries "URL VKEY" separated by
+    # commas (VKEY: the witness's cosignature/v1 key). Empty: none.
+    witnesses: str = ""
+    # Cosignatures a checkpoint needs before GET /log/checkpoint serves it.
+    witness_quorum: int = 0
+    # One add-checkpoint request's limit, and the wait before retrying a failed witness.
+    witness_timeout_seconds: float = 5.0
+    witness_retry_seconds: float = 1.0

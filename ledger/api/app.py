@@ -20,6 +20,7 @@ from ledger.api.deps import Context
 from ledger.api.middleware import RequestMiddleware
 from ledger.api.models import PROBLEM_RESPONSE
 from ledger.api.routes import admin, audit, events, health, proofs, tasks, views
+from ledger.api.routes import log as log_routes
 from ledger.appender import Appender
 from ledger.proofs import checkpointer
 from ledger.settings import Settings
@@ -38,6 +39,7 @@ ROUTERS = [
     views.router,  # before the task router: GET /tasks/stats is not a task id
     tasks.router,
     proofs.router,
+    log_routes.router,  # /log/: C2SP tlog-tiles, public unless LEDGER_LOG_READ_TOKEN
 ]
 # Background services: async callables (ctx) -> awaitable cleanup, started in this order.
 SERVICES: list[Any] = [

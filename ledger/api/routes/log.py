@@ -1,0 +1,106 @@
+"""The log as C2SP tlog-tiles resources under ``/log/``: the checkpoint, the
+Merkle tree's tiles and the entry bundles, read-only.
+
+Entries are the events' raw 32-byte hashes, so a tlog-tiles client's leaf
+hash, ``SHA-256(0x00 ‖ entry)``, is SPEC §5's. An entry bundle is, as the
+text says, each entry prefixed by its length as a big-endian uint16:
+``0x00 0x20 ‖ hash`` per event. Full tiles and bundles never change and are
+served as immutable; a partial one is a prefix of what will be there and is
+cached briefly. ``LEDGER_LOG_READ_TOKEN`` makes every resource want
+``Authorization: Bearer <token>``; unset, they are public.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from ledger import errors
+from ledger.api.deps import Context, Ctx
+from ledger.db import q
+from ledger.proofs import cosignature, tilepath
+from ledger.proofs import store as tree_store
+from ledger.proofs.tiles import HASH
+
+router = APIRouter(prefix="/log", tags=["log"])
+OCTETS = "application/octet-stream"
+IMMUTABLE = "public, max-age=31536000, immutable"
+SHORT = "public, max-age=60"
+CHECKPOINT_CACHE = "public, max-age=2"
+
+
+def _check_access(ctx: Context, request: Request) -> None:
+    token = ctx.settings.log_read_token
+    if not token:
+        return
+    scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
+        raise errors.Unauthenticated("this log wants 'Authorization: Bearer <read token>'")
+
+
+async def cosigned_note(ctx: Context, conn: Any, cp: tree_store.SignedCheckpoint) -> str:
+    """The checkpoint's note with every cosignature stored for it."""
+    cur = await conn.execute(q("log", "cosignatures"), {"size": cp.size})
+    return cosignature.with_lines(cp.note, [line for (line,) in await cur.fetchall()])
+
+
+@router.get("/checkpoint")
+async def checkpoint(ctx: Ctx, request: Request) -> Response:
+    """The latest checkpoint that has its quorum of witness cosignatures
+    (``LEDGER_WITNESS_QUORUM``; with none asked, the latest), with them."""
+    _check_access(ctx, request)
+    quorum = ctx.settings.witness_quorum
+    async with ctx.pool.connection() as conn:
+        if quorum > 0:
+            cur = await conn.execute(q("log", "latest_cosigned"), {"quorum": quorum})
+            row = await cur.fetchone()
+            cp = tree_store.SignedCheckpoint(*row) if row else None
+        else:
+            cp = await tree_store.latest_checkpoint_async(conn)
+        if cp is None:
+            raise errors.Unavailable(
+                "no checkpoint has been signed"
+                + (f" and cosigned by {quorum} witnesses" if quorum else "")
+                + " yet; ask again shortly",
+                retry_after=1,
+            )
+        text = await cosigned_note(ctx, conn, cp)
+    return Response(
+        text,
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": CHECKPOINT_CACHE, "X-Ledger-Tree-Size": str(cp.size)},
+    )
+
+
+def _missing(path: str) -> errors.NotFound:
+    return errors.NotFound(f"no such resource: tile/{path}")
+
+
+@router.get("/tile/{path:path}")
+async def tile(ctx: Ctx, request: Request, path: str) -> Response:
+    """``tile/<L>/<N>[.p/<W>]`` (hashes) and ``tile/entries/<N>[.p/<W>]``."""
+    _check_access(ctx, request)
+    tp = tilepath.parse(path)
+    if tp is None:
+        raise _missing(path)
+    async with ctx.pool.connection() as conn:
+        if tp.level is None:
+            first = tp.index * tilepath.FULL
+            cur = await conn.execute(
+                q("log", "entry_hashes"), {"after": first, "upto": first + tp.width}
+            )
+            hashes = [bytes(h) for (h,) in await cur.fetchall()]
+            if len(hashes) != tp.width:
+                raise _missing(path)
+            body = b"".join(len(h).to_bytes(2, "big") + h for h in hashes)
+        else:
+            cur = await conn.execute(q("log", "tile"), {"level": tp.level, "idx": tp.index})
+            row = await cur.fetchone()
+            if row is None or row[0] < tp.width:
+                raise _missing(path)
+            body = bytes(row[1])[: tp.width * HASH]
+    return Response(
+        body, media_type=OCTETS, headers={"Cache-Control": SHORT if tp.partial else IMMUTABLE}
+    )

@@ -1,0 +1,20 @@
+-- name: tile
+SELECT width, hashes FROM merkle_tiles WHERE level = %(level)s AND idx = %(idx)s
+
+-- name: entry_hashes
+SELECT hash FROM events WHERE position > %(after)s AND position <= %(upto)s ORDER BY position
+
+-- name: cosignatures
+SELECT line FROM checkpoint_cosignatures WHERE size = %(size)s ORDER BY witness
+
+-- name: latest_cosigned
+-- the latest checkpoint with at least %(quorum)s cosignatures
+SELECT c.size, c.root, c.key_ids, c.note, c.signed_at, c.vkeys FROM checkpoints c
+ WHERE (SELECT count(*) FROM checkpoint_cosignatures w WHERE w.size = c.size) >= %(quorum)s
+ ORDER BY c.size DESC LIMIT 1
+
+-- name: signing_keys
+-- every key that signed a checkpoint, the sizes it signed from and to
+SELECT k.vkey, min(c.size) AS from_size, max(c.size) AS to_size
+  FROM checkpoints c CROSS JOIN LATERAL unnest(c.vkeys) AS k(vkey)
+ GROUP BY k.vkey ORDER BY min(c.size), k.vkey
