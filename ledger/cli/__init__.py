@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ledger import worker
-from ledger.cli import bundle, export, keys, serve, signing, verify
+from ledger.cli import bundle, export, keys, serve, signing, verify, witness
 from ledger.exits import guarded
 
 Configure = Callable[[argparse.ArgumentParser], None]
@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
     "audit-bundle": (bundle.HELP, bundle.configure, bundle.run),
     "signing-key": (signing.HELP, signing.configure, signing.run),
     "worker": (worker.HELP, worker.configure, worker.run),
+    "witness": (witness.HELP, witness.configure, witness.run),
     "project": (
         "run the projection runner (folds the ledger into the views)",
         _pass_through,
