@@ -24,6 +24,7 @@ from ledger.api.routes import log as log_routes
 from ledger.appender import Appender
 from ledger.proofs import checkpointer
 from ledger.settings import Settings
+from ledger.witness import submitter as witness_submitter
 
 log = structlog.get_logger("ledger.api")
 
@@ -46,6 +47,7 @@ SERVICES: list[Any] = [
     leases.start_sweeper,  # requeues tasks whose lease lapsed
     watch.start_watcher,  # how far each view is (min_position)
     checkpointer.start_service,  # the tree builder and checkpoint signer (one leader)
+    witness_submitter.start_service,  # new checkpoints to LEDGER_WITNESSES (one leader)
 ]
 
 

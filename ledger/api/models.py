@@ -46,11 +46,23 @@ class VerifyResult(BaseModel):
     )
 
 
+class WitnessHealth(BaseModel):
+    witness: str = Field(description="its verifier key's name")
+    url: str
+    reachable: bool
+    cosigned_size: int | None = Field(description="the size it last cosigned")
+    error: str | None
+    checked_at: str
+
+
 class Health(BaseModel):
     status: str
     database: str
     head_position: int
     appended_since_start: int
+    witnesses: list[WitnessHealth] | None = Field(
+        default=None, description="each witness configured (LEDGER_WITNESSES), as last found"
+    )
 
 
 class KeyCreate(BaseModel):

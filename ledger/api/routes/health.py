@@ -8,8 +8,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from ledger import store
-from ledger.api.deps import Ctx
+from ledger.api.deps import Context, Ctx
 from ledger.api.models import Health
+from ledger.witness import store as witness_store
 
 router = APIRouter(tags=["health"])
 
@@ -19,6 +20,7 @@ async def health(ctx: Ctx) -> Any:
     try:
         async with ctx.pool.connection(timeout=2.0) as conn:
             position, _ = await store.head_async(conn)
+            witnesses = await _witnesses(ctx, conn)
     except Exception:
         body = {
             "status": "unavailable",
@@ -32,4 +34,21 @@ async def health(ctx: Ctx) -> Any:
         "database": "ok",
         "head_position": position,
         "appended_since_start": ctx.appender.appended,
+        "witnesses": witnesses,
     }
+
+
+async def _witnesses(ctx: Context, conn: Any) -> list[dict[str, Any]] | None:
+    if not ctx.settings.witnesses:
+        return None
+    return [
+        {
+            "witness": s.witness.split("+", 1)[0],
+            "url": s.url,
+            "reachable": s.ok,
+            "cosigned_size": s.size,
+            "error": s.error,
+            "checked_at": s.checked_at.isoformat(),
+        }
+        for s in await witness_store.statuses(conn)
+    ]

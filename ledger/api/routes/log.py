@@ -13,16 +13,16 @@ cached briefly. ``LEDGER_LOG_READ_TOKEN`` makes every resource want
 from __future__ import annotations
 
 import hmac
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
 from ledger import errors
 from ledger.api.deps import Context, Ctx
 from ledger.db import q
-from ledger.proofs import cosignature, tilepath
 from ledger.proofs import store as tree_store
+from ledger.proofs import tilepath
 from ledger.proofs.tiles import HASH
+from ledger.witness import store as witness_store
 
 router = APIRouter(prefix="/log", tags=["log"])
 OCTETS = "application/octet-stream"
@@ -40,12 +40,6 @@ def _check_access(ctx: Context, request: Request) -> None:
         raise errors.Unauthenticated("this log wants 'Authorization: Bearer <read token>'")
 
 
-async def cosigned_note(ctx: Context, conn: Any, cp: tree_store.SignedCheckpoint) -> str:
-    """The checkpoint's note with every cosignature stored for it."""
-    cur = await conn.execute(q("log", "cosignatures"), {"size": cp.size})
-    return cosignature.with_lines(cp.note, [line for (line,) in await cur.fetchall()])
-
-
 @router.get("/checkpoint")
 async def checkpoint(ctx: Ctx, request: Request) -> Response:
     """The latest checkpoint that has its quorum of witness cosignatures
@@ -54,9 +48,7 @@ async def checkpoint(ctx: Ctx, request: Request) -> Response:
     quorum = ctx.settings.witness_quorum
     async with ctx.pool.connection() as conn:
         if quorum > 0:
-            cur = await conn.execute(q("log", "latest_cosigned"), {"quorum": quorum})
-            row = await cur.fetchone()
-            cp = tree_store.SignedCheckpoint(*row) if row else None
+            cp = await witness_store.latest_with_quorum(conn, quorum)
         else:
             cp = await tree_store.latest_checkpoint_async(conn)
         if cp is None:
@@ -66,7 +58,7 @@ async def checkpoint(ctx: Ctx, request: Request) -> Response:
                 + " yet; ask again shortly",
                 retry_after=1,
             )
-        text = await cosigned_note(ctx, conn, cp)
+        text = await witness_store.cosigned(conn, cp)
     return Response(
         text,
         media_type="text/plain; charset=utf-8",

@@ -20,6 +20,7 @@ from ledger.proofs import store as tree_store
 from ledger.proofs.signing import KeyHolder
 from ledger.proofs.store import SignedCheckpoint, State
 from ledger.proofs.tiles import TileCache
+from ledger.witness import store as witness_store
 
 router = APIRouter(tags=["proofs"])
 Auditor = Annotated[Principal, Depends(require("auditor", "officer"))]
@@ -103,7 +104,9 @@ async def latest_checkpoint(ctx: Ctx, _: Caller) -> PlainTextResponse:
         cp = await _poll(ctx, lambda: _latest(ctx), lambda c: c is not None and c.size >= head)
     if cp is None:
         raise errors.Unavailable("no checkpoint has been signed yet; ask again shortly")
-    return PlainTextResponse(cp.note, media_type=NOTE, headers={"X-Ledger-Tree-Size": str(cp.size)})
+    async with ctx.pool.connection() as conn:  # with the witnesses' cosignatures so far
+        text = await witness_store.cosigned(conn, cp)
+    return PlainTextResponse(text, media_type=NOTE, headers={"X-Ledger-Tree-Size": str(cp.size)})
 
 
 @router.get("/audit/checkpoints", response_model=CheckpointPage)
