@@ -7,8 +7,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Query
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from ledger import errors, store
@@ -124,18 +124,45 @@ async def list_checkpoints(
 @router.get(
     "/audit/public-key",
     response_class=PlainTextResponse,
-    responses={200: {"content": {NOTE: {}}, "description": "<name>+<hex key id>+<base64 key>"}},
+    responses={
+        200: {
+            "content": {NOTE: {}, "application/json": {}},
+            "description": "<name>+<hex key id>+<base64 key>; with all=true every key the "
+            "log has signed with, one a line, oldest first (JSON with the sizes each "
+            "signed from and to when Accept is application/json)",
+        }
+    },
 )
-async def public_key(ctx: Ctx, _: Caller) -> PlainTextResponse:
+async def public_key(
+    ctx: Ctx,
+    _: Caller,
+    request: Request,
+    all_: Annotated[
+        bool, Query(alias="all", description="every key the log has used, not only the latest")
+    ] = False,
+) -> Response:
     """The key that signed the latest checkpoint (first of its signers), so the
     key and ``GET /audit/checkpoint`` always go together: a key just rotated
     in is served once its announcement is covered by a checkpoint it signed.
-    Before the first checkpoint, the key the service will sign with."""
+    Before the first checkpoint, the key the service will sign with. With
+    ``all=true``: every key that signed a checkpoint, so checkpoints from
+    before a rotation still verify."""
+    if all_:
+        async with ctx.pool.connection() as conn:
+            cur = await conn.execute(q("log", "signing_keys"))
+            rows = await cur.fetchall()
+        keys = [{"vkey": v, "from_size": int(a), "to_size": int(b)} for v, a, b in rows]
+        if not keys:
+            holder: KeyHolder = ctx.extras["signing_keys"]
+            keys = [{"vkey": holder.get().verifier.vkey, "from_size": None, "to_size": None}]
+        if "application/json" in request.headers.get("accept", ""):
+            return JSONResponse({"keys": keys})
+        return PlainTextResponse("".join(f"{k['vkey']}\n" for k in keys), media_type=NOTE)
     cp = await _latest(ctx)
     if cp is not None and cp.vkeys:
         return PlainTextResponse(cp.vkeys[0] + "\n", media_type=NOTE)
-    keys: KeyHolder = ctx.extras["signing_keys"]
-    return PlainTextResponse(keys.get().verifier.vkey + "\n", media_type=NOTE)
+    keys_: KeyHolder = ctx.extras["signing_keys"]
+    return PlainTextResponse(keys_.get().verifier.vkey + "\n", media_type=NOTE)
 
 
 class TreeCatchingUp(errors.Unavailable):
