@@ -20,8 +20,9 @@ from typing import Any
 import orjson
 
 from ledger.audit.chain import Bad, check_shape, verify_events
+from ledger.audit.witnessed import Policy, check_receipts
 from ledger.canonical import compute_event_hash
-from ledger.proofs import merkle, note
+from ledger.proofs import merkle, note, receipts
 
 BUNDLE_FORMAT = "ledger-audit-bundle/1"
 
@@ -154,7 +155,9 @@ def check_consistency(
     return f"OK: the checkpoint of size {new.size} extends the one of size {old.size}"
 
 
-def check_audit_bundle(obj: Any, verifiers: list[note.Verifier]) -> list[str]:
+def check_audit_bundle(
+    obj: Any, verifiers: list[note.Verifier], policy: Policy | None = None
+) -> list[str]:
     out: list[str] = []
     if not isinstance(obj, dict) or obj.get("format") != BUNDLE_FORMAT:
         raise Failed(f"not an audit bundle ({BUNDLE_FORMAT})")
@@ -166,6 +169,8 @@ def check_audit_bundle(obj: Any, verifiers: list[note.Verifier]) -> list[str]:
         )
     cp = open_checkpoint(obj["checkpoint"], verifiers)
     out.append(f"OK: checkpoint {cp.origin} size {cp.size} signed by a trusted key")
+    if policy and (line := policy.check(obj["checkpoint"])):
+        out.append(line)
     events, proofs = obj["events"], obj["proofs"]
     if len(events) != len(proofs) or not events:
         raise Failed("the bundle needs one inclusion proof per event, and at least one event")
@@ -183,6 +188,16 @@ def check_audit_bundle(obj: Any, verifiers: list[note.Verifier]) -> list[str]:
         f"signed tree of size {cp.size}"
     )
     return out
+
+
+def is_receipt(path: str) -> bool:
+    if path == "-":
+        return False
+    try:
+        with open(path, "rb") as f:
+            return receipts.looks_like(f.read(64))
+    except OSError:
+        return False
 
 
 def is_audit_bundle(path: str) -> bool:
@@ -206,20 +221,28 @@ def check_files(
     proof: str | None = None,
     anchor: str | None = None,
     expect_head: tuple[int, str] | None = None,
+    policy: Policy | None = None,
 ) -> list[str]:
     """``ledger verify`` against signed checkpoints: an audit bundle ``file``,
     or a checkpoint with what to check against it (an export bundle ``file``,
     an ``event`` or an ``old_checkpoint`` with its ``proof``). Returns the
     lines to print; raises Failed."""
     verifiers = load_verifiers(keys)
+    if file and is_receipt(file):
+        if not verifiers:
+            raise Failed("give the verifier key you trust with --key (GET /audit/public-key)")
+        return check_receipts(Path(file).read_text(), verifiers, policy or Policy(), event_hash)
     if file and is_audit_bundle(file):
-        return check_audit_bundle(orjson.loads(Path(file).read_bytes()), verifiers)
+        return check_audit_bundle(orjson.loads(Path(file).read_bytes()), verifiers, policy)
     if not checkpoint:
         raise Failed("--event and --old-checkpoint need --checkpoint")
     if not verifiers:
         raise Failed("give the verifier key you trust with --key (GET /audit/public-key)")
-    cp = open_checkpoint(Path(checkpoint).read_text(), verifiers)
+    cp_text = Path(checkpoint).read_text()
+    cp = open_checkpoint(cp_text, verifiers)
     out = [f"OK: checkpoint {cp.origin} size {cp.size} signed by a trusted key"]
+    if policy and (line := policy.check(cp_text)):
+        out.append(line)
     if old_checkpoint:
         if not proof:
             raise Failed("--old-checkpoint needs --proof (GET /audit/proof/consistency)")

@@ -8,7 +8,8 @@ import sys
 from typing import Any
 
 from ledger.audit.chain import verify_file
-from ledger.audit.offline import Failed, check_files, is_audit_bundle
+from ledger.audit.offline import Failed, check_files, is_audit_bundle, is_receipt
+from ledger.audit.witnessed import Policy, PolicyFailed
 
 HELP = "verify an export bundle offline (no database, no network)"
 
@@ -53,6 +54,20 @@ def configure(v: argparse.ArgumentParser) -> None:
         "--old-checkpoint", metavar="FILE", help="a checkpoint saved earlier, to prove with --proof"
     )
     v.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="VKEY|FILE",
+        help="a witness's cosignature/v1 key you trust, or a file of them; repeatable",
+    )
+    v.add_argument(
+        "--quorum",
+        type=int,
+        metavar="N",
+        help="refuse a checkpoint without N valid cosignatures by the --witness keys "
+        "(default: all of them)",
+    )
+    v.add_argument(
         "--proof",
         metavar="FILE",
         help="inclusion or consistency proof (JSON as GET /audit/proof/... answers)",
@@ -64,7 +79,8 @@ def run(args: Any) -> int:
         args.checkpoint
         or args.event
         or args.old_checkpoint
-        or (args.file and is_audit_bundle(args.file))
+        or args.witness
+        or (args.file and (is_audit_bundle(args.file) or is_receipt(args.file)))
     ):
         return _against_checkpoints(args)
     if args.file is None:
@@ -92,6 +108,7 @@ def run(args: Any) -> int:
 
 def _against_checkpoints(args: Any) -> int:
     try:
+        policy = Policy.from_args(args.witness, args.quorum)
         lines = check_files(
             keys=args.key,
             file=args.file,
@@ -101,8 +118,9 @@ def _against_checkpoints(args: Any) -> int:
             proof=args.proof,
             anchor=args.anchor,
             expect_head=args.expect_head,
+            policy=policy,
         )
-    except Failed as exc:
+    except (Failed, PolicyFailed) as exc:
         print(str(exc) if str(exc).startswith("FAILED") else f"FAILED: {exc}")
         return 1
     except OSError as exc:

@@ -15,6 +15,7 @@ from ledger.audit.offline import BUNDLE_FORMAT
 from ledger.db import q
 from ledger.proofs import store as tree_store
 from ledger.proofs.tiles import TileCache
+from ledger.witness import store as witness_store
 
 
 async def build(
@@ -55,7 +56,7 @@ async def build(
         "format": BUNDLE_FORMAT,
         "task_id": task_id,
         "stream": stream,
-        "checkpoint": cp.note,
+        "checkpoint": await witness_store.cosigned(conn, cp),
         "public_key": cp.vkeys[0] if cp.vkeys else "",
         "events": events,
         "proofs": proofs,

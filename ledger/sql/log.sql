@@ -42,3 +42,6 @@ ON CONFLICT (witness) DO UPDATE
 
 -- name: submitter_lock
 SELECT pg_try_advisory_lock(%(key)s)
+
+-- name: event_at
+SELECT canonical, hash FROM events WHERE position = %(position)s
