@@ -26,7 +26,10 @@ from bench.results import (
     table_rows,
     text_table,
 )
+from bench.witnessing import witnessing
 from bench.workloads import WORKLOADS, Config, bench
+
+WORKLOADS["witness"] = witnessing  # it builds on bench.workloads
 
 ROOT = Path(__file__).resolve().parent.parent
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"

@@ -167,7 +167,7 @@ def _http_rows(
             "seconds": c.http_seconds,
             "warmup": c.http_warmup,
         }
-        if key == "http.ledger":
+        if key == "http.ledger" or key.startswith("witness."):  # bench/witnessing.py
             assert url is not None
             if ("POST", "/tasks") in servers.routes(port):
                 spec["headers"] = {
