@@ -69,6 +69,7 @@ class Submitter:
         self.witnesses = witnesses
         self.cache = TileCache(limit=256)
         self.down: set[str] = set()  # vkeys of witnesses found unreachable, for logging once
+        self.refused: dict[str, int] = {}  # vkey -> the size it refused: not asked again
         self.stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -130,10 +131,12 @@ class Submitter:
         w: WitnessConfig,
         cp: SignedCheckpoint,
     ) -> bool:
-        """Get ``w``'s cosignature on ``cp``; True when it is stored (or was)."""
+        """Get ``w``'s cosignature on ``cp``. False when it is worth trying again
+        (the witness was unreachable); True when it is stored, or when the
+        witness refused this checkpoint: that stands until the next one."""
         witness = w.key.vkey
         cur = await conn.execute(q("log", "has_cosignature"), {"size": cp.size, "witness": witness})
-        if await cur.fetchone():
+        if await cur.fetchone() or self.refused.get(witness) == cp.size:
             return True
         cur = await conn.execute(q("log", "witness_status"), {"witness": witness})
         row = await cur.fetchone()
@@ -163,10 +166,14 @@ class Submitter:
                     old = int(r.text.strip())
                     await self._status(conn, w, old, True, None)
                     continue
+                if r.status_code >= 500:
+                    raise Unreachable(f"{r.status_code}: {r.text.strip()[:200]}")
                 if r.status_code != 200:
+                    self.refused[witness] = cp.size
                     return await self._failed(conn, w, f"{r.status_code}: {r.text.strip()[:200]}")
                 return await self._store(conn, w, cp, r.text)
-            return await self._failed(conn, w, "its size kept moving")
+            await self._failed(conn, w, "its size kept moving")
+            return False
         except Unreachable as exc:
             await self._status(conn, w, None, False, f"unreachable: {exc}")
             if witness not in self.down:
@@ -198,9 +205,10 @@ class Submitter:
         return await self._failed(conn, w, "no cosignature by its key in the answer")
 
     async def _failed(self, conn: psycopg.AsyncConnection[Any], w: WitnessConfig, why: str) -> bool:
+        """A refusal of this checkpoint, recorded and logged: not retried."""
         await self._status(conn, w, None, True, why)
         log.warning("witness_refused", witness=w.key.name, url=w.url, reason=why)
-        return False
+        return True
 
     async def _status(
         self,

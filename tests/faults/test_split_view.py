@@ -111,6 +111,8 @@ def test_a_forged_log_gets_no_cosignature_and_is_caught(
         for h in homes:
             forks = [json.loads(line) for line in (h / "forks.ndjson").read_text().splitlines()]
             assert forks and all(f["origin"] == ORIGIN for f in forks)
+            # a refused checkpoint is not asked again: one record per forged checkpoint
+            assert len({f["request"] for f in forks}) == len(forks)
 
     # the auditor, offline: the forged checkpoint lacks its quorum...
     quorum = ["--key", log_vkey, "--witness", wk[0], "--witness", wk[1], "--quorum", "2"]
