@@ -550,6 +550,16 @@ CREATE OR REPLACE TRIGGER checkpoints_signed_notify
     AFTER INSERT ON checkpoints
     FOR EACH ROW EXECUTE FUNCTION checkpoints_notify_signed();
 
+-- cosignatures are evidence, kept like the checkpoints they are on
+CREATE OR REPLACE TRIGGER checkpoint_cosignatures_no_update_delete
+    BEFORE UPDATE OR DELETE ON checkpoint_cosignatures
+    FOR EACH ROW EXECUTE FUNCTION checkpoints_refuse_change();
+CREATE OR REPLACE TRIGGER checkpoint_cosignatures_no_truncate
+    BEFORE TRUNCATE ON checkpoint_cosignatures
+    FOR EACH STATEMENT EXECUTE FUNCTION checkpoints_refuse_change();
+ALTER TABLE checkpoint_cosignatures ENABLE ALWAYS TRIGGER checkpoint_cosignatures_no_update_delete;
+ALTER TABLE checkpoint_cosignatures ENABLE ALWAYS TRIGGER checkpoint_cosignatures_no_truncate;
+
 REVOKE ALL ON checkpoint_cosignatures, witness_status FROM PUBLIC;
 GRANT SELECT, INSERT ON checkpoint_cosignatures TO ledger_service;
 GRANT SELECT, INSERT, UPDATE ON witness_status TO ledger_service;

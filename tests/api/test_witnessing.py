@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from fastapi.testclient import TestClient
 
 from ledger.proofs import cosignature, note
@@ -32,6 +33,7 @@ def test_checkpoints_are_cosigned_and_a_dead_witness_catches_up(
     tmp_path: Path,
     keyring: dict[str, str],
     service_conn: psycopg.Connection[Any],
+    super_conn: psycopg.Connection[Any],
 ) -> None:
     log_vkey = create_key_file(key_file, ORIGIN).verifier.vkey
     homes = [tmp_path / "w1", tmp_path / "w2"]
@@ -95,3 +97,12 @@ def test_checkpoints_are_cosigned_and_a_dead_witness_catches_up(
             wait_until(lambda: quorum_at(head2), what="the returned witness cosigning")
             ws = client.get("/health").json()["witnesses"]
             assert all(x["reachable"] for x in ws)
+    # the cosignatures are kept like the checkpoints: not even a superuser
+    # deletes one without disabling the trigger first
+    for sql in (
+        "DELETE FROM checkpoint_cosignatures",
+        "UPDATE checkpoint_cosignatures SET line = ''",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            super_conn.execute(sql)
+    assert super_conn.execute("SELECT count(*) FROM checkpoint_cosignatures").fetchone()[0] >= 4
