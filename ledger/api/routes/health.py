@@ -11,6 +11,7 @@ from ledger import store
 from ledger.api.deps import Context, Ctx
 from ledger.api.models import Health
 from ledger.witness import store as witness_store
+from ledger.witness.submitter import parse_witnesses
 
 router = APIRouter(tags=["health"])
 
@@ -41,6 +42,7 @@ async def health(ctx: Ctx) -> Any:
 async def _witnesses(ctx: Context, conn: Any) -> list[dict[str, Any]] | None:
     if not ctx.settings.witnesses:
         return None
+    configured = {w.key.vkey for w in parse_witnesses(ctx.settings.witnesses)}
     return [
         {
             "witness": s.witness.split("+", 1)[0],
@@ -51,4 +53,5 @@ async def _witnesses(ctx: Context, conn: Any) -> list[dict[str, Any]] | None:
             "checked_at": s.checked_at.isoformat(),
         }
         for s in await witness_store.statuses(conn)
+        if s.witness in configured  # not one taken out of LEDGER_WITNESSES since
     ]
