@@ -32,6 +32,11 @@ def _projections_program(args: Any) -> int:
     return 2  # pragma: no cover - execv does not return
 
 
+# Handed over before ledger's parser sees them: argparse would take their own
+# options (``--only NAME``, ``-h``) for ledger's and refuse them.
+HANDED_OVER = ("project", "projections")
+
+
 def _pass_through(p: argparse.ArgumentParser) -> None:
     p.add_argument("rest", nargs=argparse.REMAINDER, help="see 'python -m projections -h'")
 
@@ -66,5 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in HANDED_OVER:
+        args = argparse.Namespace(command=argv[0], rest=argv[1:])
+        return guarded("ledger", lambda: _projections_program(args))
     args = build_parser().parse_args(argv)
     return guarded("ledger", lambda: COMMANDS[args.command][2](args))
