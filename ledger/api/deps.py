@@ -264,10 +264,14 @@ class Call:
         return seconds
 
 
-def command(*roles: str) -> Callable[[Request, Response], Coroutine[Any, Any, Call]]:
+def command(
+    *roles: str, if_match: bool = True
+) -> Callable[[Request, Response], Coroutine[Any, Any, Call]]:
     """The dependency of a command route open to ``roles``: it alone does the
     authentication, the role check, the canonical gate on the body and the
-    two headers (FastAPI resolves one dependency per command request)."""
+    two headers (FastAPI resolves one dependency per command request).
+    ``if_match=False``: a command on no particular task (the queue claim),
+    which takes no ``If-Match`` and leaves the header alone."""
 
     async def dep(request: Request, response: Response) -> Call:
         ctx: Context = request.app.state.ctx
@@ -279,7 +283,7 @@ def command(*roles: str) -> Callable[[Request, Response], Coroutine[Any, Any, Ca
             ctx,
             principal,
             await checked_body(request),
-            _expected(headers.get("if-match")),
+            _expected(headers.get("if-match")) if if_match else None,
             _idempotency_key(headers.get("idempotency-key")),
         )
 
@@ -287,5 +291,6 @@ def command(*roles: str) -> Callable[[Request, Response], Coroutine[Any, Any, Ca
 
 
 AgentCall = Annotated[Call, Depends(command("agent"))]
+QueueCall = Annotated[Call, Depends(command("agent", if_match=False))]
 OfficerCall = Annotated[Call, Depends(command("officer"))]
 AgentOrOfficerCall = Annotated[Call, Depends(command("agent", "officer"))]

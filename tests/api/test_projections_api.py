@@ -266,6 +266,15 @@ def test_a_queue_claim_retried_with_its_idempotency_key_answers_the_same(
     assert client.post("/tasks/claim", headers=auth(agent)).json()["id"] == subs[1]["id"]
 
 
+def test_the_queue_claim_takes_no_if_match(client: Any, keyring: dict[str, str]) -> None:
+    """A claim of whatever is next has no task version to match: If-Match is
+    neither read (any value, as before) nor described in the OpenAPI."""
+    headers = {**auth(keyring["agent"]), "If-Match": "not a version"}
+    assert client.post("/tasks/claim", headers=headers).status_code == 204
+    claim = client.get("/openapi.json").json()["paths"]["/tasks/claim"]["post"]
+    assert [p["name"] for p in claim["parameters"]] == ["Idempotency-Key"]
+
+
 def test_eight_workers_claim_five_hundred_tasks_each_exactly_once(
     settings: Settings, keyring: dict[str, str], db_url: str
 ) -> None:
