@@ -320,7 +320,7 @@ GRANT SELECT, UPDATE ON verify_watermark TO ledger_service;
 -- Sections below belong to the modules named; each keeps to its own.
 -- ===================================================================
 
--- == tasks (ledger/tasks.py, ledger/api/routes/tasks.py) ==
+-- == tasks (ledger/tasks/, ledger/api/routes/tasks.py) ==
 
 -- Leases of running tasks, kept in step with the task events by a trigger in
 -- the appending transaction: the lease sweeper reads its few due rows through
@@ -354,7 +354,7 @@ BEGIN
         UPDATE task_leases SET version = NEW.version, lease_expires_at = NULL
          WHERE stream = NEW.stream;
     ELSIF NEW.type = 'TaskApproved' THEN
-        -- the same length as the last lease, from the approval (ledger/tasks.py)
+        -- the same length as the last lease, from the approval (ledger/tasks/decider.py)
         UPDATE task_leases
            SET version = NEW.version,
                lease_expires_at = NEW.recorded_at + lease_seconds * interval '1 second'
@@ -393,7 +393,7 @@ CREATE TABLE IF NOT EXISTS projection_checkpoints (
 INSERT INTO projection_checkpoints (name) VALUES ('tasks'), ('task_counts') ON CONFLICT DO NOTHING;
 
 -- The task view (projections/task_view.py): one row per task, the state the
--- fold in ledger/tasks.py gives, with the columns lists and the queue filter
+-- fold in ledger/tasks/decider.py gives, with the columns lists and the queue filter
 -- and order by. Tables are made by a function taking the schema, so that
 -- `ledger projections rebuild` can make fresh ones beside the live ones (with
 -- the same index names) and swap them in.
@@ -453,10 +453,10 @@ REVOKE ALL ON projection_checkpoints FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE ON projection_checkpoints TO ledger_service;
 
 
--- == proofs (ledger/merkle.py, ledger/checkpoints.py) ==
+-- == proofs (ledger/proofs/) ==
 
 -- The RFC 9162 tree over the event hashes (SPEC §5), kept off the append path
--- by one leader process (ledger/checkpoints.py). Stored as C2SP-style tiles of
+-- by one leader process (ledger/proofs/checkpointer.py). Stored as C2SP-style tiles of
 -- height 8: tile (level L, idx N) holds the hashes of the perfect subtrees at
 -- tree level 8L numbered 256N .. 256N + width - 1, concatenated; leaf hashes
 -- are level 0. Nodes between tile levels are recomputed from at most 128

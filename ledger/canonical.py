@@ -10,7 +10,7 @@ Two paths produce the same bytes:
   and floats pre-formatted the ECMAScript way (``orjson.Fragment``), then lets
   orjson write it unsorted.
 
-``tests/test_canonical.py`` proves both byte-equal to the ``rfc8785``
+``tests/unit/test_canonical.py`` proves both byte-equal to the ``rfc8785``
 reference package with hypothesis.
 
 ``validate`` is the ingest gate: it refuses what RFC 8785 cannot hash
