@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Header, Request, Response
 from psycopg_pool import AsyncConnectionPool
 
 from ledger import commands, errors, tasks
@@ -160,27 +160,29 @@ async def checked_body(request: Request) -> Any:
 
 
 CheckedBody = Annotated[Any, Depends(checked_body)]
+_CHECKED_BODY = Depends(checked_body)  # the same, as a parameter's default
 
 # -- commands ----------------------------------------------------------------------
 
 _IF_MATCH_RE = re.compile(r'^(?:W/)?"?(\d{1,15})"?$')
-_IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
-# How /openapi.json describes the two headers every command takes.
-COMMAND_HEADERS: list[dict[str, Any]] = [
-    {
-        "name": "If-Match",
-        "in": "header",
-        "required": False,
-        "description": "the task version the command was decided on (412 if it moved on)",
-        "schema": {"type": "string", "examples": ["3"]},
-    },
-    {
-        "name": "Idempotency-Key",
-        "in": "header",
-        "required": False,
-        "description": "retry-safe: same key and body answer as the first time, writing nothing",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$"},
-    },
+# The two headers a command takes, as FastAPI validates and documents them
+# (a bad Idempotency-Key is a 422 listed with the body's own errors).
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        description="the task version the command was decided on (412 if it moved on)",
+    ),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="retry-safe: same key and body answer as the first time, writing nothing",
+    ),
 ]
 
 
@@ -196,15 +198,6 @@ def _expected(if_match: str | None) -> int | None:
     return int(m.group(1))
 
 
-def _idempotency_key(value: str | None) -> str | None:
-    if value is not None and not _IDEMPOTENCY_KEY_RE.match(value):
-        raise errors.InvalidInput(
-            "Idempotency-Key must be 1-200 printable ASCII characters without spaces",
-            errors=[{"field": "Idempotency-Key", "rule": "pattern", "message": "^[!-~]{1,200}$"}],
-        )
-    return value
-
-
 @dataclass(slots=True)
 class Call:
     """A command request: who sends it, its checked body and headers."""
@@ -214,8 +207,14 @@ class Call:
     ctx: Context
     principal: Principal
     body: Any
-    expected_version: int | None
+    if_match: str | None
     idempotency_key: str | None
+
+    @property
+    def expected_version(self) -> int | None:
+        """``If-Match`` as a version; read when the command runs, after FastAPI
+        checked the body, so a bad body is reported before a bad If-Match."""
+        return _expected(self.if_match)
 
     def meta(self) -> dict[str, Any]:
         return meta_for(self.request, self.principal, idempotency_key=self.idempotency_key)
@@ -230,8 +229,9 @@ class Call:
             "task_id": task_id,
             "body": self.body,
         }
-        if self.expected_version is not None:
-            bound["if_match"] = self.expected_version
+        expected = self.expected_version
+        if expected is not None:
+            bound["if_match"] = expected
         return self.idempotency_key, bound
 
     def answered(self, out: commands.Outcome) -> commands.Outcome:
@@ -264,33 +264,40 @@ class Call:
         return seconds
 
 
-def command(
-    *roles: str, if_match: bool = True
-) -> Callable[[Request, Response], Coroutine[Any, Any, Call]]:
-    """The dependency of a command route open to ``roles``: it alone does the
-    authentication, the role check, the canonical gate on the body and the
-    two headers (FastAPI resolves one dependency per command request).
-    ``if_match=False``: a command on no particular task (the queue claim),
+def command(*roles: str, with_if_match: bool = True) -> Callable[..., Coroutine[Any, Any, Call]]:
+    """The dependency of a command route open to ``roles``: the caller (401/403
+    first), the canonical gate on the body, and the two headers.
+    ``with_if_match=False``: a command on no particular task (the queue claim),
     which takes no ``If-Match`` and leaves the header alone."""
+    who = Depends(require(*roles))
 
-    async def dep(request: Request, response: Response) -> Call:
+    async def dep(
+        request: Request,
+        response: Response,
+        # defaults, not Annotated (``who`` is local here), in the order they run:
+        # the caller first, as on every other route
+        principal: Principal = who,
+        body: Any = _CHECKED_BODY,
+        if_match: IfMatch = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Call:
         ctx: Context = request.app.state.ctx
-        principal = await principal_of(request, ctx, roles)
-        headers = request.headers
-        return Call(
-            request,
-            response,
-            ctx,
-            principal,
-            await checked_body(request),
-            _expected(headers.get("if-match")) if if_match else None,
-            _idempotency_key(headers.get("idempotency-key")),
-        )
+        return Call(request, response, ctx, principal, body, if_match, idempotency_key)
 
-    return dep
+    async def dep_without_if_match(
+        request: Request,
+        response: Response,
+        principal: Principal = who,
+        body: Any = _CHECKED_BODY,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Call:
+        ctx: Context = request.app.state.ctx
+        return Call(request, response, ctx, principal, body, None, idempotency_key)
+
+    return dep if with_if_match else dep_without_if_match
 
 
 AgentCall = Annotated[Call, Depends(command("agent"))]
-QueueCall = Annotated[Call, Depends(command("agent", if_match=False))]
+QueueCall = Annotated[Call, Depends(command("agent", with_if_match=False))]
 OfficerCall = Annotated[Call, Depends(command("officer"))]
 AgentOrOfficerCall = Annotated[Call, Depends(command("agent", "officer"))]

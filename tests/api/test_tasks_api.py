@@ -236,6 +236,25 @@ def test_if_match(client: Any, keyring: dict[str, str]) -> None:
     assert r.status_code == 412 and "new task" in r.json()["detail"]
 
 
+def test_bad_command_headers_are_422s_in_the_order_fastapi_checks_them(
+    client: Any, keyring: dict[str, str]
+) -> None:
+    """The caller first; then a bad Idempotency-Key is listed with the body's
+    own errors; If-Match is read once the body passed."""
+    bad_body = {"task_type": 1}
+    r = client.post("/tasks", json=bad_body, headers={"Idempotency-Key": "a b"})
+    assert r.status_code == 401
+    r = post(client, keyring["agent"], "/tasks", bad_body, **{"Idempotency-Key": "a b"})
+    assert r.status_code == 422
+    fields = [e["field"] for e in r.json()["errors"]]
+    assert fields[0] == "Idempotency-Key" and "task_type" in fields and "payload" in fields
+    for key in ("", "x" * 201):
+        r = post(client, keyring["agent"], "/tasks", None, **{"Idempotency-Key": key})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "Idempotency-Key"
+    r = post(client, keyring["agent"], "/tasks", bad_body, **{"If-Match": "abc"})
+    assert r.status_code == 422 and "If-Match" not in [e["field"] for e in r.json()["errors"]]
+
+
 def test_if_match_is_judged_after_the_who_and_status_rules(
     client: Any, keyring: dict[str, str]
 ) -> None:

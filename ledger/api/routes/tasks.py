@@ -13,7 +13,6 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from ledger import clock, commands, errors, tasks, views
 from ledger.api.deps import (
-    COMMAND_HEADERS,
     AgentCall,
     AgentOrOfficerCall,
     Caller,
@@ -49,13 +48,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _post(path: str, model: Any, status_code: int = 200) -> Callable[[F], F]:
-    """A command route: POST, documenting the headers its dependency reads."""
-    return router.post(
-        path,
-        response_model=model,
-        status_code=status_code,
-        openapi_extra={"parameters": COMMAND_HEADERS},
-    )
+    """A command route: POST (its dependency declares the headers it reads)."""
+    return router.post(path, response_model=model, status_code=status_code)
 
 
 @_post("/tasks", TaskSubmitted, 201)

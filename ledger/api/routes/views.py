@@ -15,7 +15,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Response
 
 from ledger import commands, errors, keys, store, tasks, views
-from ledger.api.deps import COMMAND_HEADERS, Caller, Ctx, QueueCall, require
+from ledger.api.deps import Caller, Ctx, QueueCall, require
 from ledger.api.models import PROBLEM_RESPONSE
 from ledger.api.task_models import TASK_TYPE_PATTERN, Status, TaskOut
 from ledger.api.view_models import ClaimNext, ProjectionsOut, TaskPage, TaskStats
@@ -136,7 +136,6 @@ async def task_stats(
     "/tasks/claim",
     response_model=TaskOut,
     responses={204: {"description": "no task of those types is queued"}},
-    openapi_extra={"parameters": [h for h in COMMAND_HEADERS if h["name"] != "If-Match"]},
 )
 async def claim_next(call: QueueCall, body: ClaimNext | None = None) -> Any:
     """Claim the next queued task (of ``task_types``): highest priority first,
