@@ -271,20 +271,8 @@ def command(*roles: str, with_if_match: bool = True) -> Callable[..., Coroutine[
     which takes no ``If-Match`` and leaves the header alone."""
     who = Depends(require(*roles))
 
-    async def dep(
-        request: Request,
-        response: Response,
-        # defaults, not Annotated (``who`` is local here), in the order they run:
-        # the caller first, as on every other route
-        principal: Principal = who,
-        body: Any = _CHECKED_BODY,
-        if_match: IfMatch = None,
-        idempotency_key: IdempotencyKey = None,
-    ) -> Call:
-        ctx: Context = request.app.state.ctx
-        return Call(request, response, ctx, principal, body, if_match, idempotency_key)
-
-    async def dep_without_if_match(
+    # defaults, not Annotated (``who`` is local here), in the order they run
+    async def call(
         request: Request,
         response: Response,
         principal: Principal = who,
@@ -294,7 +282,13 @@ def command(*roles: str, with_if_match: bool = True) -> Callable[..., Coroutine[
         ctx: Context = request.app.state.ctx
         return Call(request, response, ctx, principal, body, None, idempotency_key)
 
-    return dep if with_if_match else dep_without_if_match
+    the_call = Depends(call)
+
+    async def with_if_match_header(c: Call = the_call, if_match: IfMatch = None) -> Call:
+        c.if_match = if_match
+        return c
+
+    return with_if_match_header if with_if_match else call
 
 
 AgentCall = Annotated[Call, Depends(command("agent"))]
