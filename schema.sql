@@ -563,3 +563,123 @@ ALTER TABLE checkpoint_cosignatures ENABLE ALWAYS TRIGGER checkpoint_cosignature
 REVOKE ALL ON checkpoint_cosignatures, witness_status FROM PUBLIC;
 GRANT SELECT, INSERT ON checkpoint_cosignatures TO ledger_service;
 GRANT SELECT, INSERT, UPDATE ON witness_status TO ledger_service;
+
+-- == privacy (ledger/privacy/, docs/privacy.md) ==
+
+-- Data keys of protected fields: one per (subject, task stream), wrapped by
+-- the key-encryption key. Never in an event. Destroying a key (erasure,
+-- expiry) sets `wrapped` to NULL, done only by the trigger below in the
+-- transaction that appends the SubjectForgotten or RetentionExpired event,
+-- so the key is gone exactly when the ledger says so. The row stays as a
+-- tombstone: reads tell an erased field from one they may not see.
+CREATE TABLE IF NOT EXISTS data_keys (
+    key_id             text        PRIMARY KEY CHECK (key_id ~ '^dk-[0-9a-f]{32}$'),
+    subject            text        NOT NULL,
+    stream             text        NOT NULL,
+    task_type          text        NOT NULL,
+    kek_id             text        NOT NULL,
+    wrapped            bytea       CHECK (wrapped IS NULL OR length(wrapped) = 40),
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    destroyed_position bigint,
+    destroyed_by       text,
+    CONSTRAINT data_keys_subject_stream_key UNIQUE (subject, stream),
+    CHECK ((wrapped IS NULL) = (destroyed_position IS NOT NULL))
+);
+CREATE INDEX IF NOT EXISTS data_keys_stream_idx ON data_keys (stream);
+
+-- A destroyed key stays destroyed, a live one is never swapped, and no row goes.
+CREATE OR REPLACE FUNCTION data_keys_guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'UPDATE' OR OLD.wrapped IS NULL OR NEW.wrapped IS NOT NULL
+       OR NEW.key_id <> OLD.key_id OR NEW.subject <> OLD.subject OR NEW.stream <> OLD.stream THEN
+        RAISE EXCEPTION 'data keys are only ever destroyed: % refused', TG_OP
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER data_keys_only_destroyed
+    BEFORE UPDATE OR DELETE ON data_keys
+    FOR EACH ROW EXECUTE FUNCTION data_keys_guard();
+ALTER TABLE data_keys ENABLE ALWAYS TRIGGER data_keys_only_destroyed;
+
+-- Subjects forgotten (SubjectForgotten): no new key is ever made for them.
+CREATE TABLE IF NOT EXISTS forgotten_subjects (
+    subject  text   PRIMARY KEY,
+    position bigint NOT NULL
+);
+
+-- Legal holds (LegalHoldPlaced / LegalHoldReleased on stream hold-<id>).
+CREATE TABLE IF NOT EXISTS legal_holds (
+    stream            text   PRIMARY KEY,
+    scope             text   NOT NULL CHECK (scope IN ('task', 'subject', 'task_type')),
+    target            text   NOT NULL,
+    placed_position   bigint NOT NULL,
+    released_position bigint
+);
+CREATE INDEX IF NOT EXISTS legal_holds_active_idx
+    ON legal_holds (scope, target) WHERE released_position IS NULL;
+
+-- The data key of (subject, stream): the one already made, else the one
+-- offered. Serialised per subject with SubjectForgotten's trigger (the same
+-- advisory lock), so no key is made for a subject while or after it is
+-- forgotten: then o_key_id is NULL and o_forgotten the erasure's position.
+CREATE OR REPLACE FUNCTION privacy_data_key(
+    p_subject text, p_stream text, p_task_type text, p_key_id text, p_kek_id text, p_wrapped bytea
+) RETURNS TABLE (o_key_id text, o_kek_id text, o_wrapped bytea, o_destroyed bigint,
+                 o_forgotten bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('ledger-subject:' || p_subject, 0));
+    SELECT f.position INTO o_forgotten FROM forgotten_subjects f WHERE f.subject = p_subject;
+    IF FOUND THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    INSERT INTO data_keys (key_id, subject, stream, task_type, kek_id, wrapped)
+    VALUES (p_key_id, p_subject, p_stream, p_task_type, p_kek_id, p_wrapped)
+    ON CONFLICT ON CONSTRAINT data_keys_subject_stream_key DO NOTHING;
+    SELECT k.key_id, k.kek_id, k.wrapped, k.destroyed_position
+      INTO o_key_id, o_kek_id, o_wrapped, o_destroyed
+      FROM data_keys k WHERE k.subject = p_subject AND k.stream = p_stream;
+    RETURN NEXT;
+END $$;
+
+-- The privacy events act in the appending transaction: erasure and expiry
+-- destroy keys, holds are kept in legal_holds.
+CREATE OR REPLACE FUNCTION privacy_follow_events() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    d jsonb := ledger_jsonb(NEW.canonical) -> 'data';
+BEGIN
+    IF NEW.type = 'SubjectForgotten' AND NEW.stream LIKE 'erasure-%' THEN
+        PERFORM pg_advisory_xact_lock(hashtextextended('ledger-subject:' || (d ->> 'subject'), 0));
+        INSERT INTO forgotten_subjects (subject, position)
+        VALUES (d ->> 'subject', NEW.position) ON CONFLICT DO NOTHING;
+        UPDATE data_keys SET wrapped = NULL, destroyed_position = NEW.position,
+                             destroyed_by = NEW.type
+         WHERE subject = d ->> 'subject' AND wrapped IS NOT NULL;
+    ELSIF NEW.type = 'RetentionExpired' AND NEW.stream LIKE 'retention-%' THEN
+        UPDATE data_keys SET wrapped = NULL, destroyed_position = NEW.position,
+                             destroyed_by = NEW.type
+         WHERE key_id IN (SELECT jsonb_array_elements_text(d -> 'keys')) AND wrapped IS NOT NULL;
+    ELSIF NEW.type = 'LegalHoldPlaced' AND NEW.stream LIKE 'hold-%' THEN
+        INSERT INTO legal_holds (stream, scope, target, placed_position)
+        VALUES (NEW.stream, d ->> 'scope', d ->> 'target', NEW.position)
+        ON CONFLICT DO NOTHING;
+    ELSIF NEW.type = 'LegalHoldReleased' AND NEW.stream LIKE 'hold-%' THEN
+        UPDATE legal_holds SET released_position = NEW.position
+         WHERE stream = NEW.stream AND released_position IS NULL;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER events_privacy
+    AFTER INSERT ON events
+    FOR EACH ROW WHEN (NEW.type IN ('SubjectForgotten', 'RetentionExpired',
+                                    'LegalHoldPlaced', 'LegalHoldReleased'))
+    EXECUTE FUNCTION privacy_follow_events();
+
+REVOKE ALL ON data_keys, forgotten_subjects, legal_holds FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE ON data_keys TO ledger_service;
+GRANT SELECT, INSERT ON forgotten_subjects TO ledger_service;
+GRANT SELECT, INSERT, UPDATE ON legal_holds TO ledger_service;

@@ -10,6 +10,7 @@ place (``ledger/api/errors.py``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -20,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from ledger import clock, errors, store, tasks
 from ledger.appender import Appender
 from ledger.db import q
-from ledger.events import Envelope, StreamAppend, request_digest
+from ledger.events import Envelope, NewEvent, StreamAppend, request_digest
 from ledger.tasks import TaskCommand, TaskState
 
 log = structlog.get_logger("ledger.commands")
@@ -32,6 +33,11 @@ PER_ROUND = 1
 # How long a claim waits, in all, for rows other claims hold to be released
 # before it answers 503 (it never answers 204 while the queue is only busy).
 BUSY_WAIT_SECONDS = 2.0
+
+
+# Seals a command's events before they are appended (ledger.privacy.service):
+# (state decided on, stream, events) -> the events to append.
+Sealer = Callable[[TaskState | None, str, list[NewEvent]], Awaitable[list[NewEvent]]]
 
 
 class Backend(Protocol):
@@ -96,6 +102,7 @@ async def execute(
     expected_version: int | None = None,
     idempotency: tuple[str, Any] | None = None,
     attempts: int = DEFAULT_ATTEMPTS,
+    seal: Sealer | None = None,
 ) -> Outcome:
     """Run one task command and return what it wrote.
 
@@ -118,6 +125,8 @@ async def execute(
       ``errors.IdempotencyMismatch`` (422).
     * ``attempts``: how often the decision is taken again when another writer
       moved the stream between our read and our append; then ``errors.Conflict``.
+    * ``seal``: what protects the task type's fields in the decided events
+      before their canonical bytes are made (``ledger.privacy``).
 
     Raises what ``tasks.decide`` raises (NotFound 404, Forbidden 403,
     IllegalTransition 409), and the appender's Unavailable / OutcomeUnknown.
@@ -153,6 +162,8 @@ async def execute(
                     actual_version=0,
                 )
             raise _precondition(task_id, expected_version, current)
+        if seal is not None:
+            new = await seal(state, stream, new)
         append = StreamAppend(
             stream=stream,
             events=new,

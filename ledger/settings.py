@@ -74,3 +74,7 @@ class Settings(BaseSettings):
     # One add-checkpoint request's limit, and the wait before retrying a failed witness.
     witness_timeout_seconds: float = 5.0
     witness_retry_seconds: float = 1.0
+    # -- protected fields (docs/privacy.md) --
+    # The key-encryption key that wraps the data keys (base64url of 32 bytes,
+    # mode 0600); unset: <home>/kek.key, generated on first use.
+    kek_file: Path | None = None

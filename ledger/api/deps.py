@@ -20,6 +20,7 @@ from ledger.canonical import CanonicalError, validate
 from ledger.db import q
 from ledger.events import Principal
 from ledger.keys import key_digest
+from ledger.privacy import service as privacy
 from ledger.settings import Settings
 
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -250,8 +251,13 @@ class Call:
             meta=self.meta(),
             expected_version=self.expected_version,
             idempotency=self.idempotency(tid),
+            seal=privacy.of(self.ctx).seal,
         )
         return self.answered(out)
+
+    async def view(self, state: tasks.TaskState) -> dict[str, Any]:
+        """The task document as the caller may see it (protected fields)."""
+        return await privacy.of(self.ctx).reveal_view(self.principal.role, tasks.view(state))
 
     def lease_seconds(self, asked: int | None) -> int:
         settings = self.ctx.settings

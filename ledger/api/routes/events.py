@@ -10,6 +10,7 @@ from ledger import store
 from ledger.api.deps import Ctx, require
 from ledger.api.models import EventPage
 from ledger.events import Principal
+from ledger.privacy import service as privacy
 
 router = APIRouter(tags=["events"])
 
@@ -17,10 +18,11 @@ router = APIRouter(tags=["events"])
 @router.get("/events", response_model=EventPage)
 async def list_events(
     ctx: Ctx,
-    _: Annotated[Principal, Depends(require("officer", "auditor"))],
+    reader: Annotated[Principal, Depends(require("officer", "auditor"))],
     after: Annotated[int, Query(ge=0, description="return events after this position")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     async with ctx.pool.connection() as conn:
         items = await store.read_after(conn, after, limit)
-    return {"items": items, "next_after": items[-1]["position"] if items else after}
+    shown = await privacy.of(ctx).reveal_events(reader.role, items)
+    return {"items": shown, "next_after": items[-1]["position"] if items else after}

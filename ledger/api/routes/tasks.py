@@ -36,6 +36,7 @@ from ledger.api.task_models import (
 )
 from ledger.api.watch import ensure
 from ledger.events import Principal
+from ledger.privacy import service as privacy
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: PROBLEM_RESPONSE for status in (404, 409, 412)
@@ -71,7 +72,7 @@ async def claim(
 ) -> dict[str, Any]:
     """Claim a queued task: you become its worker until the lease lapses."""
     lease = call.lease_seconds(body.lease_seconds if body else None)
-    return tasks.view((await call.run(task_id, commands.claim(lease))).state)
+    return await call.view((await call.run(task_id, commands.claim(lease))).state)
 
 
 @_post("/tasks/{task_id}/lease", TaskOut)
@@ -80,7 +81,7 @@ async def renew_lease(
 ) -> dict[str, Any]:
     """Renew the claim's lease (the worker only)."""
     until = clock.lease_until(call.lease_seconds(body.lease_seconds if body else None))
-    return tasks.view((await call.run(task_id, tasks.RenewLease(until))).state)
+    return await call.view((await call.run(task_id, tasks.RenewLease(until))).state)
 
 
 @_post("/tasks/{task_id}/steps", Written, 201)
@@ -93,31 +94,31 @@ async def record_step(task_id: TaskId, body: StepRequest, call: AgentCall) -> di
 @_post("/tasks/{task_id}/approval-request", TaskOut)
 async def request_approval(task_id: TaskId, body: ReasonRequest, call: AgentCall) -> dict[str, Any]:
     """Ask an officer to approve before going on (the worker only)."""
-    return tasks.view((await call.run(task_id, tasks.RequestApproval(body.reason))).state)
+    return await call.view((await call.run(task_id, tasks.RequestApproval(body.reason))).state)
 
 
 @_post("/tasks/{task_id}/approve", TaskOut)
 async def approve(task_id: TaskId, body: CommentRequest, call: OfficerCall) -> dict[str, Any]:
     """Approve a task awaiting approval: it runs on with the same worker."""
-    return tasks.view((await call.run(task_id, tasks.Approve(body.comment))).state)
+    return await call.view((await call.run(task_id, tasks.Approve(body.comment))).state)
 
 
 @_post("/tasks/{task_id}/reject", TaskOut)
 async def reject(task_id: TaskId, body: CommentRequest, call: OfficerCall) -> dict[str, Any]:
     """Reject a task awaiting approval (final)."""
-    return tasks.view((await call.run(task_id, tasks.Reject(body.comment))).state)
+    return await call.view((await call.run(task_id, tasks.Reject(body.comment))).state)
 
 
 @_post("/tasks/{task_id}/complete", TaskOut)
 async def complete(task_id: TaskId, body: CompleteRequest, call: AgentCall) -> dict[str, Any]:
     """Complete the task with its result (the worker only; final)."""
-    return tasks.view((await call.run(task_id, tasks.Complete(body.result))).state)
+    return await call.view((await call.run(task_id, tasks.Complete(body.result))).state)
 
 
 @_post("/tasks/{task_id}/fail", TaskOut)
 async def fail(task_id: TaskId, body: FailRequest, call: AgentCall) -> dict[str, Any]:
     """Fail the task (the worker only); a retryable failure may be requeued."""
-    return tasks.view((await call.run(task_id, tasks.Fail(body.error, body.retryable))).state)
+    return await call.view((await call.run(task_id, tasks.Fail(body.error, body.retryable))).state)
 
 
 @_post("/tasks/{task_id}/requeue", TaskOut)
@@ -125,19 +126,19 @@ async def requeue(task_id: TaskId, body: ReasonRequest, call: AgentOrOfficerCall
     """Put a retryable failed task (or a running one whose lease lapsed) back
     in the queue. Officers and any agent (SPEC §3)."""
     cmd = tasks.Requeue(body.reason, clock.format_time(clock.now()))
-    return tasks.view((await call.run(task_id, cmd)).state)
+    return await call.view((await call.run(task_id, cmd)).state)
 
 
 @_post("/tasks/{task_id}/cancel", TaskOut)
 async def cancel(task_id: TaskId, body: ReasonRequest, call: AgentOrOfficerCall) -> dict[str, Any]:
     """Cancel a task that is not finished (officers, and the submitting agent)."""
-    return tasks.view((await call.run(task_id, tasks.Cancel(body.reason))).state)
+    return await call.view((await call.run(task_id, tasks.Cancel(body.reason))).state)
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut, responses={503: PROBLEM_RESPONSE})
 async def get_task(
     ctx: Ctx,
-    _: Caller,
+    caller: Caller,
     task_id: TaskId,
     response: Response,
     min_position: Annotated[
@@ -165,22 +166,23 @@ async def get_task(
         response.headers["X-Read-From"] = "ledger"
     response.headers["ETag"] = f'"{state.version}"'
     response.headers["X-Projection-Position"] = str(pos)
-    return tasks.view(state)
+    return await privacy.of(ctx).reveal_view(caller.role, tasks.view(state))
 
 
 @router.get("/tasks/{task_id}/events", response_model=list[EventOut])
-async def task_events(ctx: Ctx, _: Caller, task_id: TaskId) -> list[Any]:
-    """Every event of the task, full envelopes (hashes included), in order."""
+async def task_events(ctx: Ctx, caller: Caller, task_id: TaskId) -> list[Any]:
+    """Every event of the task, full envelopes (hashes included), in order;
+    protected fields as the caller may see them (docs/privacy.md)."""
     _state, events = await commands.load(ctx.pool, str(task_id))
     if not events:
         raise errors.NotFound(f"no task {task_id}")
-    return events
+    return await privacy.of(ctx).reveal_events(caller.role, events)
 
 
 @router.get("/tasks/{task_id}/replay", response_model=Replay)
 async def replay(
     ctx: Ctx,
-    _: Replayer,
+    replayer: Replayer,
     task_id: TaskId,
     at: Annotated[
         str | None,
@@ -213,7 +215,11 @@ async def replay(
         exists, _all = await commands.load(ctx.pool, str(task_id))
         if exists is None:
             raise errors.NotFound(f"no task {task_id}")
-    return {"state": tasks.view(state) if state else None, "events": events}
+    shown = privacy.of(ctx)
+    return {
+        "state": await shown.reveal_view(replayer.role, tasks.view(state)) if state else None,
+        "events": await shown.reveal_events(replayer.role, events),
+    }
 
 
 _RFC3339_RE = re.compile(

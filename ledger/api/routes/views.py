@@ -21,6 +21,7 @@ from ledger.api.task_models import TASK_TYPE_PATTERN, Status, TaskOut
 from ledger.api.view_models import ClaimNext, ProjectionsOut, TaskPage, TaskStats
 from ledger.api.watch import ensure
 from ledger.events import Principal
+from ledger.privacy import service as privacy
 
 router = APIRouter(
     tags=["views"],
@@ -81,7 +82,7 @@ def decode_cursor(cursor: str, filters: tuple[str | None, ...]) -> int:
 @router.get("/tasks", response_model=TaskPage)
 async def list_tasks(
     ctx: Ctx,
-    _: Caller,
+    caller: Caller,
     response: Response,
     status: Annotated[Status | None, Query(description="only tasks in this status")] = None,
     agent_name: Annotated[
@@ -114,8 +115,11 @@ async def list_tasks(
     more = len(rows) > limit
     rows = rows[:limit]
     response.headers[POSITION_HEADER] = str(pos)
+    items = await privacy.of(ctx).reveal(
+        caller.role, [(tasks.stream_for(st.id), tasks.view(st)) for st, _created in rows]
+    )
     return {
-        "items": [tasks.view(st) for st, _created in rows],
+        "items": items,
         "next_cursor": encode_cursor(rows[-1][1], filters) if more else None,
     }
 
@@ -155,7 +159,7 @@ async def claim_next(call: QueueCall, body: ClaimNext | None = None) -> Any:
         return Response(status_code=204)
     call.answered(out)
     call.response.headers["Location"] = f"/tasks/{out.task_id}"
-    return tasks.view(out.state)
+    return await call.view(out.state)
 
 
 @router.get("/projections", response_model=ProjectionsOut)

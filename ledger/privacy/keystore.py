@@ -1,0 +1,95 @@
+"""The data keys' table (schema.sql, privacy section): a key per (subject,
+task stream), made on first use and wrapped by the KEK; read back by id.
+Destroying keys is not done here: the SubjectForgotten and RetentionExpired
+events do it, in the transaction that appends them."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from ledger import errors
+from ledger.db import q
+from ledger.privacy import crypto
+
+
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    """One data key as the table holds it: ``key`` is None once destroyed
+    (``destroyed_by`` then names the event type, ``destroyed_position`` it)."""
+
+    kid: str
+    key: bytes | None
+    destroyed_position: int | None = None
+    destroyed_by: str | None = None
+    unreadable: bool = False  # wrapped under a KEK this process does not hold
+
+
+def new_kid() -> str:
+    return "dk-" + uuid.uuid4().hex
+
+
+async def data_key(
+    conn: psycopg.AsyncConnection[Any], kek: crypto.Kek, subject: str, stream: str, task_type: str
+) -> tuple[str, bytes]:
+    """(key id, data key) for ``subject`` on ``stream``, made now if needed.
+    Refused (409) when the subject was forgotten or the stream's key destroyed."""
+    fresh = crypto.new_data_key()
+    cur = await conn.execute(
+        q("privacy", "data_key"),
+        {
+            "subject": subject,
+            "stream": stream,
+            "task_type": task_type,
+            "key_id": new_kid(),
+            "kek_id": kek.id,
+            "wrapped": kek.wrap(fresh),
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    kid, kek_id, wrapped, destroyed, forgotten = row
+    if forgotten is not None:
+        raise errors.Conflict(
+            f"subject {subject} was forgotten (position {forgotten}); "
+            "no data about it is recorded any more",
+            subject=subject,
+            forgotten_position=forgotten,
+        )
+    if wrapped is None:
+        raise errors.Conflict(
+            f"the protected data of {stream} was erased (position {destroyed}); "
+            "nothing more is recorded under its key",
+            stream=stream,
+            erased_position=destroyed,
+        )
+    if kek_id != kek.id:
+        raise errors.Unavailable(
+            f"data key {kid} is wrapped by {kek_id}, and this service holds {kek.id}; "
+            "is LEDGER_KEK_FILE the ledger's?"
+        )
+    return str(kid), kek.unwrap(bytes(wrapped))
+
+
+async def resolve(
+    conn: psycopg.AsyncConnection[Any], kek: crypto.Kek, kids: set[str]
+) -> dict[str, KeyState]:
+    """The state of each of ``kids`` the table knows (unknown ids are absent)."""
+    if not kids:
+        return {}
+    cur = await conn.execute(q("privacy", "keys_by_id"), {"ids": sorted(kids)})
+    out: dict[str, KeyState] = {}
+    for kid, kek_id, wrapped, position, by in await cur.fetchall():
+        if wrapped is None:
+            out[kid] = KeyState(kid, None, position, by)
+        elif kek_id != kek.id:
+            out[kid] = KeyState(kid, None, unreadable=True)
+        else:
+            try:
+                out[kid] = KeyState(kid, kek.unwrap(bytes(wrapped)))
+            except crypto.KeyError_:
+                out[kid] = KeyState(kid, None, unreadable=True)
+    return out

@@ -1,0 +1,167 @@
+"""Protected fields in the running service: a command's events are sealed
+before the appender makes their canonical bytes (so the chain hashes the
+ciphertext), and reads reveal them to the roles that may read them, or show
+a marker (docs/privacy.md §4).
+
+One :class:`Privacy` per app, kept in the context's ``extras``
+(:func:`of`); the KEK is loaded, or made, on first use."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from ledger import errors, tasks
+from ledger.events import Envelope, NewEvent
+from ledger.privacy import crypto, keystore
+from ledger.privacy.fields import (
+    MARK,
+    PARTS,
+    READERS,
+    REGISTRY,
+    Protected,
+    Registry,
+    contains_mark,
+    envelopes,
+    marker,
+    needs_sealing,
+    seal_data,
+    transform,
+)
+from ledger.settings import Settings
+from ledger.tasks import TaskState
+
+log = structlog.get_logger("ledger.privacy")
+
+
+def kek_path(settings: Settings) -> Path:
+    return settings.kek_file or settings.home / "kek.key"
+
+
+class Privacy:
+    def __init__(
+        self, settings: Settings, pool: AsyncConnectionPool, registry: Registry = REGISTRY
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.registry = registry
+        self._kek: crypto.Kek | None = None
+        self._lock = asyncio.Lock()
+
+    async def kek(self) -> crypto.Kek:
+        async with self._lock:
+            if self._kek is None:
+                path = kek_path(self.settings)
+                kek, made = await asyncio.to_thread(crypto.load_or_create_kek, path)
+                if made:
+                    log.info("kek_created", kek_id=kek.id, path=str(path))
+                self._kek = kek
+            return self._kek
+
+    # -- writing ------------------------------------------------------------------
+
+    async def seal(
+        self, state: TaskState | None, stream: str, new: list[NewEvent]
+    ) -> list[NewEvent]:
+        """``new`` with the task type's protected fields sealed; the same list
+        (the same objects) for a task type that protects nothing."""
+        if state is None:
+            submitted = next((e for e in new if e.type == "TaskSubmitted"), None)
+            if submitted is None:
+                return new
+            task_type, payload = submitted.data["task_type"], submitted.data.get("payload") or {}
+        else:
+            task_type, payload = state.task_type, state.payload
+        policy = self.registry.get(task_type)
+        if policy is None:
+            return new
+        for e in new:
+            part = PARTS.get(e.type)
+            if part is not None and contains_mark(e.data.get(part)):
+                raise errors.InvalidInput(
+                    f"{part}: '{MARK}' is reserved for protected values",
+                    errors=[{"field": part, "rule": "reserved", "message": MARK}],
+                )
+        subjects = policy.subjects_of(payload)
+        kinds = set().union(*(needs_sealing(policy, e.type, e.data) for e in new))
+        if not kinds:
+            return new
+        kek = await self.kek()
+        keys: dict[str, tuple[str, bytes]] = {}
+        async with self.pool.connection() as conn:
+            for kind in sorted(kinds):
+                keys[kind] = await keystore.data_key(conn, kek, subjects[kind], stream, task_type)
+
+        def one(p: Protected, value: Any) -> dict[str, Any]:
+            kid, key = keys[p.kind]
+            return crypto.seal(
+                key,
+                stream=stream,
+                field=p.pointer,
+                kid=kid,
+                subject=subjects[p.kind],
+                kind=p.kind,
+                value=value,
+            )
+
+        return [NewEvent(e.type, seal_data(policy, e.type, e.data, one)) for e in new]
+
+    # -- reading ------------------------------------------------------------------
+
+    async def reveal(self, role: str, items: Sequence[tuple[str, Any]]) -> list[Any]:
+        """Each ``(stream, value)``'s value as ``role`` may see it: protected
+        values opened for their readers, markers for everyone else, erased
+        ones marked erased. Values without protected fields come back as they are."""
+        kids = {inner["kid"] for _s, v in items for inner in envelopes(v)}
+        if not kids:
+            return [v for _s, v in items]
+        kek = await self.kek()
+        async with self.pool.connection() as conn:
+            states = await keystore.resolve(conn, kek, kids)
+
+        def shown(stream: str) -> Any:
+            def show(inner: dict[str, Any]) -> Any:
+                st = states.get(inner["kid"])
+                if st is None:
+                    return {MARK: inner}  # not one of the ledger's keys: as stored
+                if st.key is None:
+                    if st.destroyed_position is None:
+                        return marker(inner, "unavailable")
+                    return marker(
+                        inner,
+                        "erased",
+                        erased_by=st.destroyed_by,
+                        erased_at_position=st.destroyed_position,
+                    )
+                if role not in READERS.get(str(inner.get("class")), frozenset()):
+                    return marker(inner, "withheld")
+                try:
+                    return crypto.open_(st.key, stream, inner)
+                except crypto.KeyError_:
+                    log.warning("protected_value_unopened", stream=stream, kid=inner["kid"])
+                    return marker(inner, "unavailable")
+
+            return show
+
+        return [transform(v, shown(s)) for s, v in items]
+
+    async def reveal_view(self, role: str, view: dict[str, Any]) -> dict[str, Any]:
+        """A ``GET /tasks/{id}`` document as ``role`` may see it."""
+        (out,) = await self.reveal(role, [(tasks.stream_for(view["id"]), view)])
+        return dict(out)
+
+    async def reveal_events(self, role: str, events: Sequence[Envelope]) -> list[Any]:
+        return await self.reveal(role, [(e["stream"], e) for e in events])
+
+
+def of(ctx: Any) -> Privacy:
+    """The app's Privacy (``ctx``: anything with settings, pool and extras)."""
+    p: Privacy | None = ctx.extras.get("privacy")
+    if p is None:
+        p = ctx.extras["privacy"] = Privacy(ctx.settings, ctx.pool)
+    return p
