@@ -19,7 +19,7 @@ from ledger.api import watch
 from ledger.api.deps import Context
 from ledger.api.middleware import RequestMiddleware
 from ledger.api.models import PROBLEM_RESPONSE
-from ledger.api.routes import admin, audit, events, health, proofs, receipts, tasks, views
+from ledger.api.routes import admin, audit, events, health, privacy, proofs, receipts, tasks, views
 from ledger.api.routes import log as log_routes
 from ledger.appender import Appender
 from ledger.proofs import checkpointer
@@ -42,6 +42,7 @@ ROUTERS = [
     proofs.router,
     receipts.router,  # /audit/receipt: C2SP tlog-proof
     log_routes.router,  # /log/: C2SP tlog-tiles, public unless LEDGER_LOG_READ_TOKEN
+    privacy.router,  # erasure, legal holds, retention (docs/privacy.md)
 ]
 # Background services: async callables (ctx) -> awaitable cleanup, started in this order.
 SERVICES: list[Any] = [

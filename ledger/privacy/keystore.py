@@ -93,3 +93,19 @@ async def resolve(
             except crypto.KeyError_:
                 out[kid] = KeyState(kid, None, unreadable=True)
     return out
+
+
+async def statuses(conn: psycopg.AsyncConnection[Any], kids: set[str]) -> dict[str, dict[str, Any]]:
+    """Whether each key is live or erased (and by which event), without the KEK:
+    what an audit bundle says of the protected values it carries."""
+    if not kids:
+        return {}
+    cur = await conn.execute(q("privacy", "key_statuses"), {"ids": sorted(kids)})
+    out: dict[str, dict[str, Any]] = {}
+    for kid, gone, position, by in await cur.fetchall():
+        out[kid] = (
+            {"status": "erased", "erased_by": by, "erased_at_position": position}
+            if gone
+            else {"status": "live"}
+        )
+    return out

@@ -113,10 +113,14 @@ class Privacy:
 
     # -- reading ------------------------------------------------------------------
 
-    async def reveal(self, role: str, items: Sequence[tuple[str, Any]]) -> list[Any]:
+    async def reveal(
+        self, role: str, items: Sequence[tuple[str, Any]], *, as_stored: bool = False
+    ) -> list[Any]:
         """Each ``(stream, value)``'s value as ``role`` may see it: protected
-        values opened for their readers, markers for everyone else, erased
-        ones marked erased. Values without protected fields come back as they are."""
+        values opened for their readers (or marked erased once their key is
+        gone); for other roles a marker, or with ``as_stored`` the envelope
+        as stored (events then still hash, for an auditor's proofs). Values
+        without protected fields come back as they are."""
         kids = {inner["kid"] for _s, v in items for inner in envelopes(v)}
         if not kids:
             return [v for _s, v in items]
@@ -129,17 +133,20 @@ class Privacy:
                 st = states.get(inner["kid"])
                 if st is None:
                     return {MARK: inner}  # not one of the ledger's keys: as stored
-                if st.key is None:
-                    if st.destroyed_position is None:
-                        return marker(inner, "unavailable")
+                reader = role in READERS.get(str(inner.get("class")), frozenset())
+                if not reader and as_stored:
+                    return {MARK: inner}
+                if st.key is None and st.destroyed_position is not None:
                     return marker(
                         inner,
                         "erased",
                         erased_by=st.destroyed_by,
                         erased_at_position=st.destroyed_position,
                     )
-                if role not in READERS.get(str(inner.get("class")), frozenset()):
+                if not reader:
                     return marker(inner, "withheld")
+                if st.key is None:
+                    return marker(inner, "unavailable")
                 try:
                     return crypto.open_(st.key, stream, inner)
                 except crypto.KeyError_:
@@ -156,7 +163,8 @@ class Privacy:
         return dict(out)
 
     async def reveal_events(self, role: str, events: Sequence[Envelope]) -> list[Any]:
-        return await self.reveal(role, [(e["stream"], e) for e in events])
+        """Events as ``role`` may see them: opened for readers, as stored for others."""
+        return await self.reveal(role, [(e["stream"], e) for e in events], as_stored=True)
 
 
 def of(ctx: Any) -> Privacy:

@@ -13,6 +13,7 @@ import psycopg
 from ledger import errors, store, tasks
 from ledger.audit.offline import BUNDLE_FORMAT
 from ledger.db import q
+from ledger.privacy import fields, keystore
 from ledger.proofs import store as tree_store
 from ledger.proofs.tiles import TileCache
 from ledger.witness import store as witness_store
@@ -52,6 +53,9 @@ async def build(
         }
         for e in events
     ]
+    # what became of the protected values the events carry (docs/privacy.md §8)
+    kids = {inner["kid"] for e in events for inner in fields.envelopes(e["data"])}
+    protected = await keystore.statuses(conn, kids)
     return {
         "format": BUNDLE_FORMAT,
         "task_id": task_id,
@@ -60,4 +64,5 @@ async def build(
         "public_key": cp.vkeys[0] if cp.vkeys else "",
         "events": events,
         "proofs": proofs,
+        **({"protected": protected} if protected else {}),
     }

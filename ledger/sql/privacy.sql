@@ -35,3 +35,7 @@ SELECT k.stream, k.task_type, array_agg(k.key_id ORDER BY k.key_id),
    AND last.recorded_at <= %(cutoff)s
  GROUP BY k.stream, k.task_type, last.type, last.recorded_at, last.canonical
  ORDER BY last.recorded_at, k.stream
+
+-- name: key_statuses
+SELECT key_id, wrapped IS NULL, destroyed_position, destroyed_by
+  FROM data_keys WHERE key_id = ANY(%(ids)s)
