@@ -6,7 +6,6 @@ events do it, in the transaction that appends them."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -14,18 +13,7 @@ import psycopg
 from ledger import errors
 from ledger.db import q
 from ledger.privacy import crypto
-
-
-@dataclass(frozen=True, slots=True)
-class KeyState:
-    """One data key as the table holds it: ``key`` is None once destroyed
-    (``destroyed_by`` then names the event type, ``destroyed_position`` it)."""
-
-    kid: str
-    key: bytes | None
-    destroyed_position: int | None = None
-    destroyed_by: str | None = None
-    unreadable: bool = False  # wrapped under a KEK this process does not hold
+from ledger.privacy.reveal import KeyState
 
 
 def new_kid() -> str:

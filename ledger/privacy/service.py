@@ -22,17 +22,15 @@ from ledger.privacy import crypto, keystore
 from ledger.privacy.fields import (
     MARK,
     PARTS,
-    READERS,
     REGISTRY,
     Protected,
     Registry,
     contains_mark,
     envelopes,
-    marker,
     needs_sealing,
     seal_data,
-    transform,
 )
+from ledger.privacy.reveal import reveal
 from ledger.settings import Settings
 from ledger.tasks import TaskState
 
@@ -128,34 +126,7 @@ class Privacy:
         async with self.pool.connection() as conn:
             states = await keystore.resolve(conn, kek, kids)
 
-        def shown(stream: str) -> Any:
-            def show(inner: dict[str, Any]) -> Any:
-                st = states.get(inner["kid"])
-                if st is None:
-                    return {MARK: inner}  # not one of the ledger's keys: as stored
-                reader = role in READERS.get(str(inner.get("class")), frozenset())
-                if not reader and as_stored:
-                    return {MARK: inner}
-                if st.key is None and st.destroyed_position is not None:
-                    return marker(
-                        inner,
-                        "erased",
-                        erased_by=st.destroyed_by,
-                        erased_at_position=st.destroyed_position,
-                    )
-                if not reader:
-                    return marker(inner, "withheld")
-                if st.key is None:
-                    return marker(inner, "unavailable")
-                try:
-                    return crypto.open_(st.key, stream, inner)
-                except crypto.KeyError_:
-                    log.warning("protected_value_unopened", stream=stream, kid=inner["kid"])
-                    return marker(inner, "unavailable")
-
-            return show
-
-        return [transform(v, shown(s)) for s, v in items]
+        return [reveal(role, s, v, states, as_stored=as_stored) for s, v in items]
 
     async def reveal_view(self, role: str, view: dict[str, Any]) -> dict[str, Any]:
         """A ``GET /tasks/{id}`` document as ``role`` may see it."""
