@@ -653,6 +653,14 @@ DECLARE
     d jsonb := ledger_jsonb(NEW.canonical) -> 'data';
 BEGIN
     IF NEW.type = 'SubjectForgotten' AND NEW.stream LIKE 'erasure-%' THEN
+        -- a hold placed while the erasure was decided still wins: holds and
+        -- erasures are appended under the same head lock, one after the other
+        IF EXISTS (SELECT 1 FROM legal_holds h
+                    WHERE h.released_position IS NULL AND h.scope = 'subject'
+                      AND h.target = d ->> 'subject') THEN
+            RAISE EXCEPTION 'subject % is under legal hold', d ->> 'subject'
+                USING ERRCODE = 'check_violation';
+        END IF;
         PERFORM pg_advisory_xact_lock(hashtextextended('ledger-subject:' || (d ->> 'subject'), 0));
         INSERT INTO forgotten_subjects (subject, position)
         VALUES (d ->> 'subject', NEW.position) ON CONFLICT DO NOTHING;
@@ -660,6 +668,18 @@ BEGIN
                              destroyed_by = NEW.type
          WHERE subject = d ->> 'subject' AND wrapped IS NOT NULL;
     ELSIF NEW.type = 'RetentionExpired' AND NEW.stream LIKE 'retention-%' THEN
+        -- likewise a hold on one of the tasks, their subjects or their type
+        IF EXISTS (SELECT 1 FROM legal_holds h
+                    WHERE h.released_position IS NULL
+                      AND ((h.scope = 'task_type' AND h.target = d ->> 'task_type')
+                        OR (h.scope = 'task' AND h.target IN
+                              (SELECT jsonb_array_elements_text(d -> 'tasks')))
+                        OR (h.scope = 'subject' AND h.target IN
+                              (SELECT k.subject FROM data_keys k WHERE k.key_id IN
+                                 (SELECT jsonb_array_elements_text(d -> 'keys')))))) THEN
+            RAISE EXCEPTION 'a legal hold covers what % would expire', NEW.stream
+                USING ERRCODE = 'check_violation';
+        END IF;
         UPDATE data_keys SET wrapped = NULL, destroyed_position = NEW.position,
                              destroyed_by = NEW.type
          WHERE key_id IN (SELECT jsonb_array_elements_text(d -> 'keys')) AND wrapped IS NOT NULL;

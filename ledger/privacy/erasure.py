@@ -144,19 +144,11 @@ async def decide(
     if not approve:
         event = NewEvent("ForgetSubjectRejected", base)
     else:
+        if held := await _holds_on(ctx, subject):
+            raise _held(subject, held)
         async with ctx.pool.connection() as conn:
-            cur = await conn.execute(
-                q("privacy", "holds_on"), {"scope": "subject", "targets": [subject]}
-            )
-            held = [r[0] for r in await cur.fetchall()]
             cur = await conn.execute(q("privacy", "live_keys_of_subject"), {"subject": subject})
             keys = await cur.fetchall()
-        if held:
-            raise errors.Conflict(
-                f"subject {subject} is under legal hold ({', '.join(held)}): "
-                "it cannot be forgotten until the hold is released",
-                holds=held,
-            )
         event = NewEvent(
             "SubjectForgotten",
             {
@@ -166,10 +158,34 @@ async def decide(
                 "streams": sorted({s for _k, s in keys}),
             },
         )
-    await ctx.appender.append(
-        StreamAppend(ERASURE_PREFIX + erasure_id, [event], meta, expected_version=state["version"])
-    )
+    try:
+        await ctx.appender.append(
+            StreamAppend(
+                ERASURE_PREFIX + erasure_id, [event], meta, expected_version=state["version"]
+            )
+        )
+    except errors.InvalidInput:
+        # the database refuses to forget a held subject: a hold placed meanwhile
+        if approve and await _holds_on(ctx, subject):
+            raise _held(subject, await _holds_on(ctx, subject)) from None
+        raise
     return await _erasure(ctx, erasure_id)
+
+
+async def _holds_on(ctx: Any, subject: str) -> list[str]:
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(
+            q("privacy", "holds_on"), {"scope": "subject", "targets": [subject]}
+        )
+        return [r[0] for r in await cur.fetchall()]
+
+
+def _held(subject: str, held: list[str]) -> errors.Conflict:
+    return errors.Conflict(
+        f"subject {subject} is under legal hold ({', '.join(held)}): "
+        "it cannot be forgotten until the hold is released",
+        holds=held,
+    )
 
 
 async def get(ctx: Any, erasure_id: str) -> dict[str, Any]:

@@ -127,9 +127,16 @@ def apply(
             "keys": ex.keys,
         }
         stream = STREAM_PREFIX + str(clock.uuid7())
-        (res,) = append_sync(
-            conn, [StreamAppend(stream, [NewEvent("RetentionExpired", data)], meta, 0)]
-        )
+        try:
+            (res,) = append_sync(
+                conn, [StreamAppend(stream, [NewEvent("RetentionExpired", data)], meta, 0)]
+            )
+        except psycopg.errors.CheckViolation:
+            # the database refused it: a hold placed since the plan covers some of it
+            raise errors.Conflict(
+                f"a legal hold was placed on {ex.task_type} tasks while they were planned to "
+                "expire; nothing of them expired: run again"
+            ) from None
         if isinstance(res, errors.LedgerError):
             raise res
         done.append({**data, "stream": stream, "position": res[0].position})

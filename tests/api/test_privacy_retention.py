@@ -12,6 +12,8 @@ import psycopg
 import pytest
 
 from ledger import cli, clock
+from ledger.appender import append_sync
+from ledger.events import NewEvent, StreamAppend
 from ledger.privacy import retention
 from ledger.privacy.fields import MARK
 from tests.api.test_privacy_fields import KYC, post, submit_kyc, work_kyc
@@ -122,3 +124,35 @@ def test_plan_and_apply_expire_finished_unheld_tasks_only(
     )
     (second,) = retention.apply(service_conn, LATER, meta)
     assert second["tasks"] == [held_type] and len(second["keys"]) == 2  # client and desk keys
+
+
+def test_the_database_refuses_to_expire_or_forget_what_a_hold_covers(
+    client: Any,
+    keyring: dict[str, str],
+    service_conn: psycopg.Connection[Any],
+    super_conn: psycopg.Connection[Any],
+) -> None:
+    """A hold placed after the plan was made still wins: the trigger refuses
+    the RetentionExpired or SubjectForgotten event, and no key goes."""
+    officer = keyring["officer"]
+    tid = submit_kyc(client, keyring["agent"])["id"]
+    work_kyc(client, keyring, tid)
+    (planned,) = retention.plan(service_conn, LATER)  # the plan, made before the hold
+    hold = {"scope": "subject", "target": "client:C-1042", "reason": "new claim"}
+    assert post(client, officer, "/privacy/holds", hold).status_code == 201
+    head = super_conn.execute("SELECT position FROM ledger_head").fetchone()[0]
+    meta = {"actor": "records-officer", "role": "admin", "request_id": "test"}
+    stale = {"rule": planned.rule, "task_type": "kyc_review", "tasks": [tid], "keys": planned.keys}
+    forgotten = {"subject": "client:C-1042", "keys": planned.keys}
+    for stream, etype, data in (
+        ("retention-00000000-0000-7000-8000-000000000001", "RetentionExpired", stale),
+        ("erasure-00000000-0000-7000-8000-000000000001", "SubjectForgotten", forgotten),
+    ):
+        with pytest.raises(psycopg.errors.CheckViolation):
+            append_sync(service_conn, [StreamAppend(stream, [NewEvent(etype, data)], meta, 0)])
+    assert super_conn.execute("SELECT position FROM ledger_head").fetchone()[0] == head
+    live = super_conn.execute("SELECT count(*) FROM data_keys WHERE wrapped IS NOT NULL")
+    assert live.fetchone()[0] == 1
+    # and apply, planning afresh, lets nothing held expire
+    assert retention.apply(service_conn, LATER, meta) == []
+    assert client.get(f"/tasks/{tid}", headers=auth(officer)).json()["payload"] == KYC
