@@ -56,6 +56,7 @@ def test_forget_subject_needs_four_eyes_and_keeps_every_proof(
     db_url: str,
     super_conn: psycopg.Connection[Any],
     tmp_path: Path,
+    key_file: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     auditor, officer, admin = keyring["auditor"], keyring["officer"], keyring["admin"]
@@ -152,8 +153,21 @@ def test_forget_subject_needs_four_eyes_and_keeps_every_proof(
     (tmp_path / "con.json").write_bytes(cons.content)
     args = ["verify", "--checkpoint", str(cp2), "--key", kf, "--old-checkpoint", cp1]
     assert cli.main([*args, "--proof", str(tmp_path / "con.json")]) == 0
+    # the task's audit bundle: proven against a checkpoint, its keys said erased
+    bundle_file = tmp_path / "task.json"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LEDGER_DATABASE_URL", db_url)
+        mp.setenv("LEDGER_SIGNING_KEY_FILE", str(key_file))
+        mp.setenv("LEDGER_HOME", str(tmp_path / "cli-home"))
+        assert cli.main(["audit-bundle", "--task", a, "--out", str(bundle_file)]) == 0
+    bundle = orjson.loads(bundle_file.read_bytes())
+    (kid,) = bundle["protected"]  # the task's one key, among those the erasure destroyed
+    assert kid in done["keys"] and bundle["protected"][kid]["status"] == "erased"
+    assert bundle["protected"][kid]["erased_at_position"] == done["position"]
+    assert b"Ada" not in bundle_file.read_bytes()
+    assert cli.main(["verify", str(bundle_file), "--key", kf]) == 0
     out = capsys.readouterr().out
-    assert "Ada" not in out
+    assert "Ada" not in out and "all 4 events of task-" in out
 
 
 def test_legal_hold_on_a_subject_blocks_its_erasure_until_released(
