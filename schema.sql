@@ -587,11 +587,14 @@ CREATE TABLE IF NOT EXISTS data_keys (
 );
 CREATE INDEX IF NOT EXISTS data_keys_stream_idx ON data_keys (stream);
 
--- A destroyed key stays destroyed, a live one is never swapped, and no row goes.
+-- A destroyed key stays destroyed, a live one changes only by being wrapped
+-- again under a new KEK (`ledger privacy rotate-kek`), and no row goes.
 CREATE OR REPLACE FUNCTION data_keys_guard() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP <> 'UPDATE' OR OLD.wrapped IS NULL OR NEW.wrapped IS NOT NULL
+    IF TG_OP <> 'UPDATE' OR OLD.wrapped IS NULL
+       OR (NEW.wrapped IS NOT NULL AND NEW.kek_id = OLD.kek_id)
+       OR (NEW.wrapped IS NULL AND NEW.kek_id <> OLD.kek_id)
        OR NEW.key_id <> OLD.key_id OR NEW.subject <> OLD.subject OR NEW.stream <> OLD.stream THEN
         RAISE EXCEPTION 'data keys are only ever destroyed: % refused', TG_OP
             USING ERRCODE = 'insufficient_privilege';
@@ -602,6 +605,14 @@ CREATE OR REPLACE TRIGGER data_keys_only_destroyed
     BEFORE UPDATE OR DELETE ON data_keys
     FOR EACH ROW EXECUTE FUNCTION data_keys_guard();
 ALTER TABLE data_keys ENABLE ALWAYS TRIGGER data_keys_only_destroyed;
+
+-- The KEK in force (its id only): registered by the first service to seal a
+-- value, moved by `ledger privacy rotate-kek` in the transaction that wraps
+-- every live key again. A service holding another KEK makes no key.
+CREATE TABLE IF NOT EXISTS privacy_kek (
+    id     boolean PRIMARY KEY DEFAULT true CHECK (id),
+    kek_id text    NOT NULL
+);
 
 -- Subjects forgotten (SubjectForgotten): no new key is ever made for them.
 CREATE TABLE IF NOT EXISTS forgotten_subjects (
@@ -624,12 +635,23 @@ CREATE INDEX IF NOT EXISTS legal_holds_active_idx
 -- offered. Serialised per subject with SubjectForgotten's trigger (the same
 -- advisory lock), so no key is made for a subject while or after it is
 -- forgotten: then o_key_id is NULL and o_forgotten the erasure's position.
+-- A KEK other than the one in force makes nothing: o_kek_id names the one
+-- in force and o_key_id is NULL (the caller reloads its KEK).
 CREATE OR REPLACE FUNCTION privacy_data_key(
     p_subject text, p_stream text, p_task_type text, p_key_id text, p_kek_id text, p_wrapped bytea
 ) RETURNS TABLE (o_key_id text, o_kek_id text, o_wrapped bytea, o_destroyed bigint,
                  o_forgotten bigint)
 LANGUAGE plpgsql AS $$
+DECLARE
+    in_force text;
 BEGIN
+    INSERT INTO privacy_kek (id, kek_id) VALUES (true, p_kek_id) ON CONFLICT DO NOTHING;
+    SELECT k.kek_id INTO in_force FROM privacy_kek k WHERE k.id FOR SHARE;
+    IF in_force <> p_kek_id THEN
+        o_kek_id := in_force;
+        RETURN NEXT;
+        RETURN;
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended('ledger-subject:' || p_subject, 0));
     SELECT f.position INTO o_forgotten FROM forgotten_subjects f WHERE f.subject = p_subject;
     IF FOUND THEN
@@ -699,7 +721,8 @@ CREATE OR REPLACE TRIGGER events_privacy
                                     'LegalHoldPlaced', 'LegalHoldReleased'))
     EXECUTE FUNCTION privacy_follow_events();
 
-REVOKE ALL ON data_keys, forgotten_subjects, legal_holds FROM PUBLIC;
+REVOKE ALL ON data_keys, forgotten_subjects, legal_holds, privacy_kek FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE ON privacy_kek TO ledger_service;
 GRANT SELECT, INSERT, UPDATE ON data_keys TO ledger_service;
 GRANT SELECT, INSERT ON forgotten_subjects TO ledger_service;
 GRANT SELECT, INSERT, UPDATE ON legal_holds TO ledger_service;

@@ -119,12 +119,13 @@ def free_port() -> int:
 
 @contextmanager
 def ledger_process(
-    command: str, db_url: str, home: Path, **env: str
+    command: str, db_url: str, home: Path, output: Path | None = None, **env: str
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``ledger serve`` or ``ledger run`` as a real process (its own session,
     so its children can be signalled with it) on a free port, once
     ``/health`` answers; yields the process and its base URL. Stopped with
-    SIGTERM (killed if it will not go) on the way out, unless a test did it."""
+    SIGTERM (killed if it will not go) on the way out, unless a test did it.
+    ``output``: a file for its stdout and stderr (its logs), else discarded."""
     port = free_port()
     full = {
         **os.environ,
@@ -133,14 +134,17 @@ def ledger_process(
         "LEDGER_HOME": str(home),
         **env,
     }
+    sink = output.open("ab") if output is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "ledger", command, "--port", str(port)],
         cwd=ROOT,
         env=full,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=sink,
+        stderr=sink,
         start_new_session=True,
     )
+    if output is not None:
+        sink.close()  # type: ignore[union-attr]  # the process holds its own copy
     base = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:

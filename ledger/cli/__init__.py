@@ -17,7 +17,17 @@ from collections.abc import Callable
 from typing import Any
 
 from ledger import worker
-from ledger.cli import bundle, export, keys, retention, serve, signing, verify, witness
+from ledger.cli import (
+    bundle,
+    export,
+    keys,
+    privacy,
+    retention,
+    serve,
+    signing,
+    verify,
+    witness,
+)
 from ledger.exits import guarded
 
 Configure = Callable[[argparse.ArgumentParser], None]
@@ -51,6 +61,7 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
     "audit-bundle": (bundle.HELP, bundle.configure, bundle.run),
     "signing-key": (signing.HELP, signing.configure, signing.run),
     "retention": (retention.HELP, retention.configure, retention.run),
+    "privacy": (privacy.HELP, privacy.configure, privacy.run),
     "worker": (worker.HELP, worker.configure, worker.run),
     "witness": (witness.HELP, witness.configure, witness.run),
     "project": (

@@ -16,6 +16,14 @@ from ledger.privacy import crypto
 from ledger.privacy.reveal import KeyState
 
 
+class StaleKek(Exception):
+    """The KEK this process holds is not the one in force (it was rotated)."""
+
+    def __init__(self, in_force: str) -> None:
+        super().__init__(in_force)
+        self.in_force = in_force
+
+
 def new_kid() -> str:
     return "dk-" + uuid.uuid4().hex
 
@@ -24,7 +32,8 @@ async def data_key(
     conn: psycopg.AsyncConnection[Any], kek: crypto.Kek, subject: str, stream: str, task_type: str
 ) -> tuple[str, bytes]:
     """(key id, data key) for ``subject`` on ``stream``, made now if needed.
-    Refused (409) when the subject was forgotten or the stream's key destroyed."""
+    Refused (409) when the subject was forgotten or the stream's key destroyed;
+    StaleKek when ``kek`` is not the KEK in force."""
     fresh = crypto.new_data_key()
     cur = await conn.execute(
         q("privacy", "data_key"),
@@ -40,6 +49,8 @@ async def data_key(
     row = await cur.fetchone()
     assert row is not None
     kid, kek_id, wrapped, destroyed, forgotten = row
+    if kid is None and forgotten is None:
+        raise StaleKek(str(kek_id))
     if forgotten is not None:
         raise errors.Conflict(
             f"subject {subject} was forgotten (position {forgotten}); "

@@ -51,8 +51,14 @@ class Privacy:
         self._kek: crypto.Kek | None = None
         self._lock = asyncio.Lock()
 
-    async def kek(self) -> crypto.Kek:
+    async def kek(self, *, reload: bool = False) -> crypto.Kek:
+        """The KEK; ``reload``: read its file again (it was rotated)."""
         async with self._lock:
+            if reload and self._kek is not None:
+                old = self._kek
+                self._kek = await asyncio.to_thread(crypto.load_kek, kek_path(self.settings))
+                if self._kek.id != old.id:
+                    log.info("kek_reloaded", kek_id=self._kek.id, previous=old.id)
             if self._kek is None:
                 path = kek_path(self.settings)
                 kek, made = await asyncio.to_thread(crypto.load_or_create_kek, path)
@@ -93,7 +99,21 @@ class Privacy:
         keys: dict[str, tuple[str, bytes]] = {}
         async with self.pool.connection() as conn:
             for kind in sorted(kinds):
-                keys[kind] = await keystore.data_key(conn, kek, subjects[kind], stream, task_type)
+                try:
+                    keys[kind] = await keystore.data_key(
+                        conn, kek, subjects[kind], stream, task_type
+                    )
+                except keystore.StaleKek as stale:
+                    kek = await self.kek(reload=True)  # rotated: the file has the new one
+                    if kek.id != stale.in_force:
+                        raise errors.Unavailable(
+                            f"the KEK in force is {stale.in_force}; this service holds {kek.id} "
+                            "(is LEDGER_KEK_FILE the ledger's?)",
+                            retry_after=1,
+                        ) from None
+                    keys[kind] = await keystore.data_key(
+                        conn, kek, subjects[kind], stream, task_type
+                    )
 
         def one(p: Protected, value: Any) -> dict[str, Any]:
             kid, key = keys[p.kind]
@@ -125,6 +145,9 @@ class Privacy:
         kek = await self.kek()
         async with self.pool.connection() as conn:
             states = await keystore.resolve(conn, kek, kids)
+            if any(st.unreadable for st in states.values()):
+                kek = await self.kek(reload=True)  # wrapped under a KEK rotated in since
+                states = await keystore.resolve(conn, kek, kids)
 
         return [reveal(role, s, v, states, as_stored=as_stored) for s, v in items]
 

@@ -39,3 +39,21 @@ SELECT k.stream, k.task_type, array_agg(k.key_id ORDER BY k.key_id),
 -- name: key_statuses
 SELECT key_id, wrapped IS NULL, destroyed_position, destroyed_by
   FROM data_keys WHERE key_id = ANY(%(ids)s)
+
+-- name: kek_in_force_for_update
+SELECT kek_id FROM privacy_kek WHERE id FOR UPDATE
+
+-- name: register_kek
+INSERT INTO privacy_kek (id, kek_id) VALUES (true, %(kek_id)s)
+    ON CONFLICT (id) DO UPDATE SET kek_id = EXCLUDED.kek_id
+
+-- name: keys_under_kek
+SELECT key_id, wrapped FROM data_keys
+ WHERE kek_id = %(kek_id)s AND wrapped IS NOT NULL ORDER BY key_id FOR UPDATE
+
+-- name: rewrap
+UPDATE data_keys SET wrapped = %(wrapped)s, kek_id = %(kek_id)s WHERE key_id = %(key_id)s
+
+-- name: keys_under_other_keks
+SELECT count(*) FROM data_keys
+ WHERE kek_id <> %(kek_id)s AND wrapped IS NOT NULL
