@@ -139,6 +139,9 @@ def test_forget_subject_needs_four_eyes_and_keeps_every_proof(
         cli.main(["verify", str(tmp_path / "before.ndjson"), "--checkpoint", cp1, "--key", kf]) == 0
     )
     assert cli.main(["verify", str(tmp_path / "after.ndjson")]) == 0
+    (tmp_path / "after-1-size.ndjson").write_bytes(after)
+    args = ["verify", str(tmp_path / "after-1-size.ndjson"), "--checkpoint", cp1, "--key", kf]
+    assert cli.main(args) == 0  # the same checkpoint as before the erasure
     # the inclusion proof taken before still proves the stored event
     base = ["verify", "--checkpoint", cp1, "--key", kf]
     ev = [*base, "--event", str(tmp_path / "event7.json"), "--proof", str(tmp_path / "inc.json")]
