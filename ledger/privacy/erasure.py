@@ -166,8 +166,9 @@ async def decide(
         )
     except errors.InvalidInput:
         # the database refuses to forget a held subject: a hold placed meanwhile
-        if approve and await _holds_on(ctx, subject):
-            raise _held(subject, await _holds_on(ctx, subject)) from None
+        held = await _holds_on(ctx, subject) if approve else []
+        if held:
+            raise _held(subject, held) from None
         raise
     return await _erasure(ctx, erasure_id)
 
