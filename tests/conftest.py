@@ -26,7 +26,8 @@ from tests.support import ROOT, app_with_runner, create_key, drop_db, fresh_db, 
 
 
 def _home_state(home: Path) -> list[tuple[str, int]]:
-    return sorted((p.name, p.stat().st_mtime_ns) for p in home.glob("signing.key*"))
+    keys = [*home.glob("signing.key*"), *home.glob("kek.key*")]
+    return sorted((p.name, p.stat().st_mtime_ns) for p in keys)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,7 +38,7 @@ def working_tree_ledger_untouched() -> Iterator[None]:
     existed, before = home.exists(), _home_state(home)
     yield
     assert home.exists() == existed, "a test created the working tree's .ledger"
-    assert _home_state(home) == before, "a test changed the working tree's signing key"
+    assert _home_state(home) == before, "a test changed the working tree's signing key or KEK"
 
 
 @pytest.fixture(scope="session")
