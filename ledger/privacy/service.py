@@ -152,13 +152,26 @@ class Privacy:
         return [reveal(role, s, v, states, as_stored=as_stored) for s, v in items]
 
     async def reveal_view(self, role: str, view: dict[str, Any]) -> dict[str, Any]:
-        """A ``GET /tasks/{id}`` document as ``role`` may see it."""
+        """A ``GET /tasks/{id}`` document as ``role`` may see it (a task type
+        without a policy holds nothing to reveal: it is returned as it is)."""
+        if self.registry.get(view["task_type"]) is None:
+            return view
         (out,) = await self.reveal(role, [(tasks.stream_for(view["id"]), view)])
         return dict(out)
 
+    async def reveal_views(self, role: str, views: Sequence[dict[str, Any]]) -> list[Any]:
+        items = [(tasks.stream_for(v["id"]), v) for v in views]
+        if all(self.registry.get(v["task_type"]) is None for v in views):
+            return list(views)
+        return await self.reveal(role, items)
+
     async def reveal_events(self, role: str, events: Sequence[Envelope]) -> list[Any]:
-        """Events as ``role`` may see them: opened for readers, as stored for others."""
-        return await self.reveal(role, [(e["stream"], e) for e in events], as_stored=True)
+        """Events as ``role`` may see them: opened for readers, as stored for
+        others. Only ``data`` can hold protected values."""
+        datas = await self.reveal(role, [(e["stream"], e["data"]) for e in events], as_stored=True)
+        return [
+            e if d is e["data"] else {**e, "data": d} for e, d in zip(events, datas, strict=True)
+        ]
 
 
 def of(ctx: Any) -> Privacy:

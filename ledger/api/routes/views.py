@@ -115,8 +115,8 @@ async def list_tasks(
     more = len(rows) > limit
     rows = rows[:limit]
     response.headers[POSITION_HEADER] = str(pos)
-    items = await privacy.of(ctx).reveal(
-        caller.role, [(tasks.stream_for(st.id), tasks.view(st)) for st, _created in rows]
+    items = await privacy.of(ctx).reveal_views(
+        caller.role, [tasks.view(st) for st, _created in rows]
     )
     return {
         "items": items,
