@@ -32,20 +32,22 @@ def submit_kyc(client: Any, key: str, payload: dict[str, Any] | None = None) -> 
     return out
 
 
-def work_kyc(client: Any, keyring: dict[str, str], tid: str) -> None:
+def work_kyc(client: Any, keyring: dict[str, str], tid: str) -> int:
+    """Claim, one step, complete; the completion's position."""
     worker = keyring["agent2"]
     assert post(client, worker, f"/tasks/{tid}/claim").status_code == 200
     r = post(client, worker, f"/tasks/{tid}/steps", {"kind": "note", "content": "Ada checked"})
     assert r.status_code == 201, r.text
     r = post(client, worker, f"/tasks/{tid}/complete", {"result": {"findings": "Ada ok", "ok": 1}})
     assert r.status_code == 200, r.text
+    return int(r.json()["position"])
 
 
 def test_protected_fields_are_ciphertext_in_the_chain_and_clear_to_readers(
     client: Any, keyring: dict[str, str], super_conn: Any
 ) -> None:
     tid = submit_kyc(client, keyring["agent"])["id"]
-    work_kyc(client, keyring, tid)
+    done_at = work_kyc(client, keyring, tid)
 
     rows = super_conn.execute(
         "SELECT canonical, hash FROM events WHERE stream = %s ORDER BY version", (f"task-{tid}",)
@@ -61,7 +63,8 @@ def test_protected_fields_are_ciphertext_in_the_chain_and_clear_to_readers(
     assert inner["field"] == "/payload/client_name" and inner["class"] == "personal"
 
     for role in ("agent", "officer"):
-        task = client.get(f"/tasks/{tid}?min_position=1", headers=auth(keyring[role])).json()
+        task = client.get(f"/tasks/{tid}?min_position={done_at}", headers=auth(keyring[role]))
+        task = task.json()
         assert task["payload"] == KYC
         assert task["result"] == {"findings": "Ada ok", "ok": 1}
         events = client.get(f"/tasks/{tid}/events", headers=auth(keyring[role])).json()

@@ -44,7 +44,8 @@ def histories(draw: Any) -> list[tuple[str, str, list[dict[str, Any]]]]:
             ("TaskClaimed", {"worker": "w", "lease_expires_at": "2030-01-01T00:00:00.000000Z"}),
         ]
         for _ in range(draw(st.integers(0, 3))):
-            content = draw(st.one_of(text, st.dictionaries(text, st.integers(), max_size=2)))
+            safe = st.integers(-(2**53) + 1, 2**53 - 1)  # what the ledger accepts (SPEC §1)
+            content = draw(st.one_of(text, st.dictionaries(text, safe, max_size=2)))
             plan.append(("TaskStepRecorded", {"kind": "note", "content": content}))
         if draw(st.booleans()):
             plan.append(("TaskCompleted", {"result": {"findings": draw(text), "score": 3}}))
