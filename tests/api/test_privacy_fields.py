@@ -143,3 +143,18 @@ def test_each_task_has_its_own_key_per_subject(
     assert {s for _sub, s, _n in rows} == streams and len(rows) == 4
     assert all(n == 40 for _s, _t, n in rows)
     assert ("desk:rates", f"task-{r.json()['id']}", 40) in rows
+
+
+def test_the_policies_are_served_as_declared(client: Any, keyring: dict[str, str]) -> None:
+    r = client.get("/privacy/policies", headers=auth(keyring["auditor"]))
+    assert r.status_code == 200
+    kyc = r.json()["task_types"]["kyc_review"]
+    assert {"field": "/payload/client_name", "class": "personal"} in kyc["fields"]
+    assert kyc["subjects"] == {"personal": {"prefix": "client", "field": "client_id"}}
+    assert (kyc["retention_days"], kyc["rule"]) == (1825, "mifir-5y")
+    assert r.json()["readers"] == {
+        "personal": ["agent", "officer"],
+        "confidential": ["agent", "officer"],
+    }
+    assert "position_check" not in r.json()["task_types"]
+    assert client.get("/privacy/policies", headers=auth(keyring["agent"])).status_code == 403
