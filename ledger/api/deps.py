@@ -257,7 +257,7 @@ class Call:
 
     async def view(self, state: tasks.TaskState) -> dict[str, Any]:
         """The task document as the caller may see it (protected fields)."""
-        return await privacy.of(self.ctx).reveal_view(self.principal.role, tasks.view(state))
+        return await privacy.of(self.ctx).reveal_state(self.principal, state)
 
     def lease_seconds(self, asked: int | None) -> int:
         settings = self.ctx.settings

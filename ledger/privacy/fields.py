@@ -34,8 +34,9 @@ ALG = "A256GCM"
 PARTS = {"TaskSubmitted": "payload", "TaskCompleted": "result", "TaskStepRecorded": "content"}
 WHOLE = "*"
 
-# Roles that read a protected value in clear (docs/privacy.md §4). Auditors
-# and admins see the marker: verifying the ledger needs no personal data.
+# Roles that read a protected value in clear (docs/privacy.md §4); agents only
+# in tasks they submitted or worked (reveal.readable). Auditors and admins see
+# the marker: verifying the ledger needs no personal data.
 READERS: dict[str, frozenset[str]] = {
     PERSONAL: frozenset({"agent", "officer"}),
     CONFIDENTIAL: frozenset({"agent", "officer"}),

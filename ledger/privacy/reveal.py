@@ -4,6 +4,7 @@ without a database (tests/unit/test_privacy_fold.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +28,29 @@ class KeyState:
     unreadable: bool = False  # wrapped under a KEK this process does not hold
 
 
+def readable(role: str, name: str, parties: Iterable[str | None]) -> frozenset[str]:
+    """The classes a caller reads in clear in one task: those its role reads
+    (``READERS``); for an agent, only in a task it submitted or worked
+    (``parties``: the submitter, the worker, the last worker), on a need to know."""
+    classes = frozenset(c for c, roles in READERS.items() if role in roles)
+    if role == "agent" and name not in set(parties):
+        return frozenset()
+    return classes
+
+
 def reveal(
-    role: str, stream: str, value: Any, states: dict[str, KeyState], *, as_stored: bool = False
+    classes: frozenset[str],
+    stream: str,
+    value: Any,
+    states: dict[str, KeyState],
+    *,
+    as_stored: bool = False,
 ) -> Any:
-    """``value`` (from ``stream``) with each protected value as ``role`` sees it:
+    """``value`` (from ``stream``) with each protected value as a caller who
+    reads ``classes`` in clear (:func:`readable`) sees it:
 
     * a key the ledger does not know: the envelope as stored (not one of ours);
-    * a role that may not read the class: with ``as_stored`` the envelope as
+    * a class the caller may not read: with ``as_stored`` the envelope as
       stored (an event then still hashes), else a ``withheld`` marker, or an
       ``erased`` one once the key is destroyed;
     * a reader: the value, or an ``erased`` marker (which event, at which
@@ -45,7 +62,7 @@ def reveal(
         st = states.get(inner["kid"])
         if st is None:
             return {MARK: inner}
-        reader = role in READERS.get(str(inner.get("class")), frozenset())
+        reader = inner.get("class") in classes
         if not reader and as_stored:
             return {MARK: inner}
         if st.key is None and st.destroyed_position is not None:

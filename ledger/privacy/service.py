@@ -30,7 +30,7 @@ from ledger.privacy.fields import (
     needs_sealing,
     seal_data,
 )
-from ledger.privacy.reveal import reveal
+from ledger.privacy.reveal import readable, reveal
 from ledger.settings import Settings
 from ledger.tasks import TaskState
 
@@ -132,46 +132,58 @@ class Privacy:
     # -- reading ------------------------------------------------------------------
 
     async def reveal(
-        self, role: str, items: Sequence[tuple[str, Any]], *, as_stored: bool = False
+        self, items: Sequence[tuple[frozenset[str], str, Any]], *, as_stored: bool = False
     ) -> list[Any]:
-        """Each ``(stream, value)``'s value as ``role`` may see it: protected
-        values opened for their readers (or marked erased once their key is
-        gone); for other roles a marker, or with ``as_stored`` the envelope
-        as stored (events then still hash, for an auditor's proofs). Values
-        without protected fields come back as they are."""
-        kids = {inner["kid"] for _s, v in items for inner in envelopes(v)}
+        """Each ``(classes, stream, value)``'s value as a caller reading
+        ``classes`` in clear sees it (``reveal.reveal``). Values without
+        protected fields come back as they are."""
+        kids = {inner["kid"] for _c, _s, v in items for inner in envelopes(v)}
         if not kids:
-            return [v for _s, v in items]
+            return [v for _c, _s, v in items]
         kek = await self.kek()
         async with self.pool.connection() as conn:
             states = await keystore.resolve(conn, kek, kids)
             if any(st.unreadable for st in states.values()):
                 kek = await self.kek(reload=True)  # wrapped under a KEK rotated in since
                 states = await keystore.resolve(conn, kek, kids)
+        return [reveal(c, s, v, states, as_stored=as_stored) for c, s, v in items]
 
-        return [reveal(role, s, v, states, as_stored=as_stored) for s, v in items]
-
-    async def reveal_view(self, role: str, view: dict[str, Any]) -> dict[str, Any]:
-        """A ``GET /tasks/{id}`` document as ``role`` may see it (a task type
-        without a policy holds nothing to reveal: it is returned as it is)."""
-        if self.registry.get(view["task_type"]) is None:
-            return view
-        (out,) = await self.reveal(role, [(tasks.stream_for(view["id"]), view)])
+    async def reveal_state(self, caller: tasks.Actor, state: TaskState) -> dict[str, Any]:
+        """The ``GET /tasks/{id}`` document of ``state`` as ``caller`` may see
+        it (a task type without a policy holds nothing to reveal)."""
+        (out,) = await self.reveal_states(caller, [state])
         return dict(out)
 
-    async def reveal_views(self, role: str, views: Sequence[dict[str, Any]]) -> list[Any]:
-        items = [(tasks.stream_for(v["id"]), v) for v in views]
-        if all(self.registry.get(v["task_type"]) is None for v in views):
-            return list(views)
-        return await self.reveal(role, items)
+    async def reveal_states(
+        self, caller: tasks.Actor, states: Sequence[TaskState]
+    ) -> list[dict[str, Any]]:
+        views = [tasks.view(st) for st in states]
+        if all(self.registry.get(st.task_type) is None for st in states):
+            return views
+        items = [
+            (_classes(caller, st), tasks.stream_for(st.id), v)
+            for st, v in zip(states, views, strict=True)
+        ]
+        return await self.reveal(items)
 
-    async def reveal_events(self, role: str, events: Sequence[Envelope]) -> list[Any]:
-        """Events as ``role`` may see them: opened for readers, as stored for
-        others. Only ``data`` can hold protected values."""
-        datas = await self.reveal(role, [(e["stream"], e["data"]) for e in events], as_stored=True)
+    async def reveal_events(
+        self, caller: tasks.Actor, events: Sequence[Envelope], state: TaskState | None = None
+    ) -> list[Any]:
+        """Events (of the task in ``state``, when given) as ``caller`` may see
+        them: opened for readers, as stored for others. Only ``data`` can hold
+        protected values."""
+        classes = _classes(caller, state)
+        datas = await self.reveal(
+            [(classes, e["stream"], e["data"]) for e in events], as_stored=True
+        )
         return [
             e if d is e["data"] else {**e, "data": d} for e, d in zip(events, datas, strict=True)
         ]
+
+
+def _classes(caller: tasks.Actor, state: TaskState | None) -> frozenset[str]:
+    parties = (state.agent_name, state.worker, state.last_worker) if state else ()
+    return readable(caller.role, caller.name, parties)
 
 
 def of(ctx: Any) -> Privacy:

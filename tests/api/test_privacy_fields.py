@@ -11,7 +11,7 @@ import orjson
 
 from ledger import canonical
 from ledger.privacy.fields import MARK
-from tests.support import auth
+from tests.support import auth, create_key
 
 KYC = {
     "client_id": "C-1042",
@@ -158,3 +158,26 @@ def test_the_policies_are_served_as_declared(client: Any, keyring: dict[str, str
     }
     assert "position_check" not in r.json()["task_types"]
     assert client.get("/privacy/policies", headers=auth(keyring["agent"])).status_code == 403
+
+
+def test_agents_read_in_clear_only_tasks_they_submitted_or_worked(
+    client: Any, keyring: dict[str, str], db_url: str
+) -> None:
+    tid = submit_kyc(client, keyring["agent"])["id"]
+    queued = submit_kyc(client, keyring["agent"])["id"]
+    done_at = work_kyc(client, keyring, tid)
+    stranger = create_key(db_url, "agent-3", "agent")
+    for key in (keyring["agent"], keyring["agent2"]):  # the submitter, the worker
+        got = client.get(f"/tasks/{tid}", params={"min_position": done_at}, headers=auth(key))
+        assert got.json()["payload"] == KYC and got.json()["result"]["findings"] == "Ada ok"
+    got = client.get(f"/tasks/{tid}", headers=auth(stranger)).json()
+    assert got["payload"]["client_name"][MARK]["status"] == "withheld"
+    assert got["result"]["findings"][MARK]["status"] == "withheld"
+    listed = client.get("/tasks", params={"task_type": "kyc_review"}, headers=auth(stranger))
+    assert "Ada" not in listed.text and len(listed.json()["items"]) == 2
+    events = client.get(f"/tasks/{tid}/events", headers=auth(stranger)).json()
+    assert "Ada" not in str(events)
+    assert all(canonical.compute_event_hash(e) == e["hash"] for e in events)  # as stored
+    # claiming a task makes its worker one who needs to know
+    r = post(client, stranger, f"/tasks/{queued}/claim")
+    assert r.status_code == 200 and r.json()["payload"] == KYC

@@ -24,5 +24,5 @@ async def list_events(
 ) -> dict[str, Any]:
     async with ctx.pool.connection() as conn:
         items = await store.read_after(conn, after, limit)
-    shown = await privacy.of(ctx).reveal_events(reader.role, items)
+    shown = await privacy.of(ctx).reveal_events(reader, items)
     return {"items": shown, "next_after": items[-1]["position"] if items else after}

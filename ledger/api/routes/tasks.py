@@ -166,17 +166,17 @@ async def get_task(
         response.headers["X-Read-From"] = "ledger"
     response.headers["ETag"] = f'"{state.version}"'
     response.headers["X-Projection-Position"] = str(pos)
-    return await privacy.of(ctx).reveal_view(caller.role, tasks.view(state))
+    return await privacy.of(ctx).reveal_state(caller, state)
 
 
 @router.get("/tasks/{task_id}/events", response_model=list[EventOut])
 async def task_events(ctx: Ctx, caller: Caller, task_id: TaskId) -> list[Any]:
     """Every event of the task, full envelopes (hashes included), in order;
     protected fields as the caller may see them (docs/privacy.md)."""
-    _state, events = await commands.load(ctx.pool, str(task_id))
+    state, events = await commands.load(ctx.pool, str(task_id))
     if not events:
         raise errors.NotFound(f"no task {task_id}")
-    return await privacy.of(ctx).reveal_events(caller.role, events)
+    return await privacy.of(ctx).reveal_events(caller, events, state)
 
 
 @router.get("/tasks/{task_id}/replay", response_model=Replay)
@@ -217,8 +217,8 @@ async def replay(
             raise errors.NotFound(f"no task {task_id}")
     shown = privacy.of(ctx)
     return {
-        "state": await shown.reveal_view(replayer.role, tasks.view(state)) if state else None,
-        "events": await shown.reveal_events(replayer.role, events),
+        "state": await shown.reveal_state(replayer, state) if state else None,
+        "events": await shown.reveal_events(replayer, events, state),
     }
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Query, Response
 
-from ledger import commands, errors, keys, store, tasks, views
+from ledger import commands, errors, keys, store, views
 from ledger.api.deps import Caller, Ctx, QueueCall, require
 from ledger.api.models import PROBLEM_RESPONSE
 from ledger.api.task_models import TASK_TYPE_PATTERN, Status, TaskOut
@@ -115,9 +115,7 @@ async def list_tasks(
     more = len(rows) > limit
     rows = rows[:limit]
     response.headers[POSITION_HEADER] = str(pos)
-    items = await privacy.of(ctx).reveal_views(
-        caller.role, [tasks.view(st) for st, _created in rows]
-    )
+    items = await privacy.of(ctx).reveal_states(caller, [st for st, _created in rows])
     return {
         "items": items,
         "next_cursor": encode_cursor(rows[-1][1], filters) if more else None,
