@@ -52,19 +52,26 @@ class Privacy:
         self._lock = asyncio.Lock()
 
     async def kek(self, *, reload: bool = False) -> crypto.Kek:
-        """The KEK; ``reload``: read its file again (it was rotated)."""
+        """The KEK; ``reload``: read its file again (it was rotated). A KEK
+        file that cannot be used answers 503 with what is wrong with it."""
+        path = kek_path(self.settings)
         async with self._lock:
-            if reload and self._kek is not None:
-                old = self._kek
-                self._kek = await asyncio.to_thread(crypto.load_kek, kek_path(self.settings))
-                if self._kek.id != old.id:
-                    log.info("kek_reloaded", kek_id=self._kek.id, previous=old.id)
-            if self._kek is None:
-                path = kek_path(self.settings)
-                kek, made = await asyncio.to_thread(crypto.load_or_create_kek, path)
-                if made:
-                    log.info("kek_created", kek_id=kek.id, path=str(path))
-                self._kek = kek
+            try:
+                if reload and self._kek is not None:
+                    old = self._kek
+                    self._kek = await asyncio.to_thread(crypto.load_kek, path)
+                    if self._kek.id != old.id:
+                        log.info("kek_reloaded", kek_id=self._kek.id, previous=old.id)
+                if self._kek is None:
+                    kek, made = await asyncio.to_thread(crypto.load_or_create_kek, path)
+                    if made:
+                        log.info("kek_created", kek_id=kek.id, path=str(path))
+                    self._kek = kek
+            except (OSError, ValueError) as exc:  # PermissionError is an OSError
+                log.error("kek_unusable", path=str(path), error=str(exc))
+                raise errors.Unavailable(
+                    f"the key-encryption key cannot be used: {exc}", retry_after=5
+                ) from None
             return self._kek
 
     # -- writing ------------------------------------------------------------------

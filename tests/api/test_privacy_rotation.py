@@ -60,3 +60,23 @@ def test_rotate_kek_while_serving(
     assert cli.main(["privacy", "rotate-kek"]) == 2
     assert super_conn.execute("SELECT kek_id FROM privacy_kek").fetchone() == (new.id,)
     assert [r[0] for r in super_conn.execute("SELECT kek_id FROM data_keys")] == [new.id] * 2
+
+
+def test_an_unusable_kek_file_refuses_protected_writes_only(
+    client: Any, keyring: dict[str, str], settings: Settings, super_conn: psycopg.Connection[Any]
+) -> None:
+    path = settings.home / "kek.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(crypto.b64u(bytes(range(32))) + "\n")
+    path.chmod(0o644)  # readable by others: refused
+    head = super_conn.execute("SELECT position FROM ledger_head").fetchone()[0]
+    r = client.post(
+        "/tasks", json={"task_type": "kyc_review", "payload": KYC}, headers=auth(keyring["agent"])
+    )
+    assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+    assert "chmod 600" in r.json()["detail"] and r.headers["retry-after"] == "5"
+    assert super_conn.execute("SELECT position FROM ledger_head").fetchone()[0] == head
+    body = {"task_type": "position_check", "payload": {"symbol": "AAPL"}}
+    assert client.post("/tasks", json=body, headers=auth(keyring["agent"])).status_code == 201
+    path.chmod(0o600)
+    assert submit_kyc(client, keyring["agent"])["id"]
