@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger import errors
+from ledger import canonical, errors
 from ledger.privacy import crypto
 from ledger.privacy.fields import MARK, REGISTRY, is_envelope
 
@@ -78,3 +79,28 @@ def test_subjects_come_from_plain_payload_fields() -> None:
                 {"client_id": True, "desk": "rates"}, {"client_id": "a b", "desk": "x"}):  # fmt: skip
         with pytest.raises(errors.InvalidInput):
             policy.subjects_of(bad)
+
+
+def test_the_documented_vector() -> None:
+    """docs/privacy.md §2's test vector, as an independent implementer reads it."""
+    key, stream = bytes(range(32)), "task-0193f5c2-7e2a-7c3d-9a51-0b1c2d3e4f50"
+    envelope = (
+        '{"$protected":{"alg":"A256GCM","class":"personal",'
+        '"ct":"alq6B1mlOehbDj6Lv0cIFZT3Eu84_NLQiQTvPXVO","field":"/payload/client_name",'
+        '"kid":"dk-00112233445566778899aabbccddeeff","nonce":"ZGVmZ2hpamtsbW5v",'
+        '"subject":"client:C-1042","v":1}}'
+    )
+    inner = orjson.loads(envelope)[MARK]
+    assert crypto.aad(stream, inner) == (
+        b'{"alg":"A256GCM","class":"personal","field":"/payload/client_name",'
+        b'"kid":"dk-00112233445566778899aabbccddeeff",'
+        b'"stream":"task-0193f5c2-7e2a-7c3d-9a51-0b1c2d3e4f50","subject":"client:C-1042","v":1}'
+    )
+    assert crypto.open_(key, stream, inner) == "Ada Lovelace"
+    assert canonical.canonical_bytes(orjson.loads(envelope)) == envelope.encode()
+    kek_key = bytes(range(32, 64))
+    assert crypto.b64u(kek_key) == "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8"
+    kek = crypto.Kek(crypto.kek_id(kek_key), kek_key)
+    assert kek.id == "kek-99af199677c6348d"
+    wrapped = "c1a9bb689aeab408aa5250b5fa27911a34d09cf2c3c5db0f1a54c6bc2773a21dfe64e0c6d7be9352"
+    assert kek.wrap(key).hex() == wrapped and kek.unwrap(bytes.fromhex(wrapped)) == key
