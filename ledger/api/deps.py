@@ -255,10 +255,6 @@ class Call:
         )
         return self.answered(out)
 
-    async def view(self, state: tasks.TaskState) -> dict[str, Any]:
-        """The task document as the caller may see it (protected fields)."""
-        return await privacy.of(self.ctx).reveal_state(self.principal, state)
-
     def lease_seconds(self, asked: int | None) -> int:
         settings = self.ctx.settings
         seconds = asked or settings.default_lease_seconds

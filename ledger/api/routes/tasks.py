@@ -15,6 +15,7 @@ from ledger import clock, commands, errors, tasks, views
 from ledger.api.deps import (
     AgentCall,
     AgentOrOfficerCall,
+    Call,
     Caller,
     Ctx,
     OfficerCall,
@@ -48,6 +49,11 @@ TaskId = Annotated[uuid.UUID, "the task's UUID"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+async def _shown(call: Call, out: commands.Outcome) -> dict[str, Any]:
+    """The task after a command, as the caller may see its protected fields."""
+    return await privacy.of(call.ctx).reveal_state(call.principal, out.state)
+
+
 def _post(path: str, model: Any, status_code: int = 200) -> Callable[[F], F]:
     """A command route: POST (its dependency declares the headers it reads)."""
     return router.post(path, response_model=model, status_code=status_code)
@@ -72,7 +78,7 @@ async def claim(
 ) -> dict[str, Any]:
     """Claim a queued task: you become its worker until the lease lapses."""
     lease = call.lease_seconds(body.lease_seconds if body else None)
-    return await call.view((await call.run(task_id, commands.claim(lease))).state)
+    return await _shown(call, await call.run(task_id, commands.claim(lease)))
 
 
 @_post("/tasks/{task_id}/lease", TaskOut)
@@ -81,7 +87,7 @@ async def renew_lease(
 ) -> dict[str, Any]:
     """Renew the claim's lease (the worker only)."""
     until = clock.lease_until(call.lease_seconds(body.lease_seconds if body else None))
-    return await call.view((await call.run(task_id, tasks.RenewLease(until))).state)
+    return await _shown(call, await call.run(task_id, tasks.RenewLease(until)))
 
 
 @_post("/tasks/{task_id}/steps", Written, 201)
@@ -94,31 +100,31 @@ async def record_step(task_id: TaskId, body: StepRequest, call: AgentCall) -> di
 @_post("/tasks/{task_id}/approval-request", TaskOut)
 async def request_approval(task_id: TaskId, body: ReasonRequest, call: AgentCall) -> dict[str, Any]:
     """Ask an officer to approve before going on (the worker only)."""
-    return await call.view((await call.run(task_id, tasks.RequestApproval(body.reason))).state)
+    return await _shown(call, await call.run(task_id, tasks.RequestApproval(body.reason)))
 
 
 @_post("/tasks/{task_id}/approve", TaskOut)
 async def approve(task_id: TaskId, body: CommentRequest, call: OfficerCall) -> dict[str, Any]:
     """Approve a task awaiting approval: it runs on with the same worker."""
-    return await call.view((await call.run(task_id, tasks.Approve(body.comment))).state)
+    return await _shown(call, await call.run(task_id, tasks.Approve(body.comment)))
 
 
 @_post("/tasks/{task_id}/reject", TaskOut)
 async def reject(task_id: TaskId, body: CommentRequest, call: OfficerCall) -> dict[str, Any]:
     """Reject a task awaiting approval (final)."""
-    return await call.view((await call.run(task_id, tasks.Reject(body.comment))).state)
+    return await _shown(call, await call.run(task_id, tasks.Reject(body.comment)))
 
 
 @_post("/tasks/{task_id}/complete", TaskOut)
 async def complete(task_id: TaskId, body: CompleteRequest, call: AgentCall) -> dict[str, Any]:
     """Complete the task with its result (the worker only; final)."""
-    return await call.view((await call.run(task_id, tasks.Complete(body.result))).state)
+    return await _shown(call, await call.run(task_id, tasks.Complete(body.result)))
 
 
 @_post("/tasks/{task_id}/fail", TaskOut)
 async def fail(task_id: TaskId, body: FailRequest, call: AgentCall) -> dict[str, Any]:
     """Fail the task (the worker only); a retryable failure may be requeued."""
-    return await call.view((await call.run(task_id, tasks.Fail(body.error, body.retryable))).state)
+    return await _shown(call, await call.run(task_id, tasks.Fail(body.error, body.retryable)))
 
 
 @_post("/tasks/{task_id}/requeue", TaskOut)
@@ -126,13 +132,13 @@ async def requeue(task_id: TaskId, body: ReasonRequest, call: AgentOrOfficerCall
     """Put a retryable failed task (or a running one whose lease lapsed) back
     in the queue. Officers and any agent (SPEC §3)."""
     cmd = tasks.Requeue(body.reason, clock.format_time(clock.now()))
-    return await call.view((await call.run(task_id, cmd)).state)
+    return await _shown(call, await call.run(task_id, cmd))
 
 
 @_post("/tasks/{task_id}/cancel", TaskOut)
 async def cancel(task_id: TaskId, body: ReasonRequest, call: AgentOrOfficerCall) -> dict[str, Any]:
     """Cancel a task that is not finished (officers, and the submitting agent)."""
-    return await call.view((await call.run(task_id, tasks.Cancel(body.reason))).state)
+    return await _shown(call, await call.run(task_id, tasks.Cancel(body.reason)))
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut, responses={503: PROBLEM_RESPONSE})

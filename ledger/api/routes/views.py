@@ -157,7 +157,7 @@ async def claim_next(call: QueueCall, body: ClaimNext | None = None) -> Any:
         return Response(status_code=204)
     call.answered(out)
     call.response.headers["Location"] = f"/tasks/{out.task_id}"
-    return await call.view(out.state)
+    return await privacy.of(ctx).reveal_state(call.principal, out.state)
 
 
 @router.get("/projections", response_model=ProjectionsOut)
