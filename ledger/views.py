@@ -12,7 +12,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.rows import class_row
@@ -85,7 +85,10 @@ async def position(conn: psycopg.AsyncConnection[Any], name: str) -> int:
     """How far projection ``name`` has folded the ledger (0 before its first batch)."""
     cur = await conn.execute(q("projections", "checkpoint"), {"name": name})
     row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    if row is None:
+        return 0
+    folded, _hash, _applied = row
+    return int(folded)
 
 
 # -- the task view --------------------------------------------------------------------
@@ -97,6 +100,11 @@ async def get_task(conn: psycopg.AsyncConnection[Any], task_id: str) -> TaskStat
     return load_state(row[0]) if row else None
 
 
+class PagedTask(NamedTuple):
+    state: TaskState
+    created_position: int  # the submission position: the page's key
+
+
 async def task_page(
     conn: psycopg.AsyncConnection[Any],
     *,
@@ -105,7 +113,7 @@ async def task_page(
     status: str | None,
     agent_name: str | None,
     task_type: str | None,
-) -> list[tuple[TaskState, int]]:
+) -> list[PagedTask]:
     """Up to ``limit`` tasks submitted after position ``after`` matching the
     filters, each with its submission position (the page's key)."""
     cur = await conn.execute(
@@ -118,7 +126,7 @@ async def task_page(
             "task_type": task_type,
         },
     )
-    return [(load_state(raw), int(pos)) for raw, pos in await cur.fetchall()]
+    return [PagedTask(load_state(raw), int(pos)) for raw, pos in await cur.fetchall()]
 
 
 # -- the counts -----------------------------------------------------------------------

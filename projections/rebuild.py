@@ -30,14 +30,22 @@ from typing import Any
 import psycopg
 import structlog
 from psycopg import sql
+from psycopg.rows import class_row
 
 from ledger import errors
 from ledger.db import q
-from ledger.events import Envelope, envelope_from_row
+from ledger.events import Envelope
 from ledger.views import REBUILD_CLASS, lock_key
 from projections import registry
 from projections.base import Projection
-from projections.runner import connect, drop_schema, ensure_checkpoint
+from projections.runner import (
+    StoredEvent,
+    connect,
+    drop_schema,
+    ensure_checkpoint,
+    read_batch,
+    read_head,
+)
 
 log = structlog.get_logger("projections.rebuild")
 
@@ -78,16 +86,13 @@ def _fold_into(
     search_path, ``chunk`` at a time; returns how many were applied."""
     applied = 0
     while after < upto:
-        rows = conn.execute(
-            q("projections", "batch"),
-            {"after": after, "upto": upto, "types": list(p.event_types), "limit": chunk},
-        ).fetchall()
+        rows = read_batch(conn, p, after, upto, chunk)
         if rows:
-            p.apply_batch(conn, [envelope_from_row(c, h) for _, c, h in rows])
+            p.apply_batch(conn, [r.envelope() for r in rows])
             applied += len(rows)
         if len(rows) < chunk:
             break
-        after = int(rows[-1][0])
+        after = int(rows[-1].position)
     return applied
 
 
@@ -109,12 +114,11 @@ def rebuild(url: str, name: str, *, chunk: int = CHUNK, settle: int = SETTLE) ->
         conn.autocommit = False
         position, applied = 0, 0
         while True:
-            head = conn.execute(q("projections", "head")).fetchone()
+            head = read_head(conn)
             conn.rollback()
-            assert head is not None
-            if int(head[0]) - position <= settle:
+            if head.position - position <= settle:
                 break
-            upto = min(int(head[0]), position + chunk)
+            upto = min(head.position, position + chunk)
             with conn.transaction():
                 applied += _fold_into(conn, p, position, upto, chunk)
             position = upto
@@ -138,12 +142,11 @@ def rebuild(url: str, name: str, *, chunk: int = CHUNK, settle: int = SETTLE) ->
                         f"{SWAP_ATTEMPTS} tries and left the live view as it was; run it again"
                     ) from None
                 time.sleep(min(2.0, 0.1 * attempt))
-                head = conn.execute(q("projections", "head")).fetchone()
+                head = read_head(conn)
                 conn.rollback()
-                assert head is not None
                 with conn.transaction():
-                    applied += _fold_into(conn, p, position, int(head[0]), chunk)
-                position = int(head[0])
+                    applied += _fold_into(conn, p, position, head.position, chunk)
+                position = head.position
                 t_swap = time.perf_counter()
         swapped = time.perf_counter()
         conn.autocommit = True
@@ -178,9 +181,8 @@ def _swap(
         conn.execute(
             sql.SQL("LOCK TABLE public.{} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(table))
         )
-    head = conn.execute(q("projections", "head")).fetchone()
-    assert head is not None
-    upto, upto_hash = int(head[0]), bytes(head[1])
+    head = read_head(conn)
+    upto, upto_hash = head.position, bytes(head.hash)
     applied += _fold_into(conn, p, position, upto, chunk)
     for table in p.tables:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS public.{}").format(sql.Identifier(table)))
@@ -212,11 +214,11 @@ class Checked:
 
 
 def _events(conn: psycopg.Connection[Any], p: Projection, upto: int) -> Iterator[Envelope]:
-    with conn.cursor(name="projection_check") as cur:
+    with conn.cursor(name="projection_check", row_factory=class_row(StoredEvent)) as cur:
         cur.itersize = 5000
         cur.execute(q("projections", "all_events"), {"upto": upto, "types": list(p.event_types)})
-        for _pos, c, h in cur:
-            yield envelope_from_row(c, h)
+        for row in cur:
+            yield row.envelope()
 
 
 def _describe(key: str, live: Any, folded: Any) -> str:

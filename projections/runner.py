@@ -36,10 +36,11 @@ from typing import Any
 import psycopg
 import structlog
 from psycopg import sql
+from psycopg.rows import class_row
 
 from ledger import db, errors
 from ledger.db import q
-from ledger.events import envelope_from_row
+from ledger.events import Envelope, envelope_from_row
 from ledger.settings import Settings
 from ledger.views import LOCK_CLASS, lock_key
 from projections import registry
@@ -85,6 +86,47 @@ class Batch:
     moved: bool  # the checkpoint moved
 
 
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The ledger's head (the ``head`` query): its last event's position and hash."""
+
+    position: int
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event row of the ``batch`` and ``all_events`` queries."""
+
+    position: int
+    canonical: bytes
+    hash: bytes
+
+    def envelope(self) -> Envelope:
+        return envelope_from_row(self.canonical, self.hash)
+
+
+def read_head(conn: psycopg.Connection[Any]) -> Head:
+    with conn.cursor(row_factory=class_row(Head)) as cur:
+        return cur.execute(q("projections", "head")).fetchone() or Head(0, bytes(32))
+
+
+def read_batch(
+    conn: psycopg.Connection[Any], projection: Projection, after: int, upto: int, limit: int
+) -> list[StoredEvent]:
+    """The projection's events in (after, upto], at most ``limit``, in position order."""
+    with conn.cursor(row_factory=class_row(StoredEvent)) as cur:
+        return cur.execute(
+            q("projections", "batch"),
+            {
+                "after": after,
+                "upto": upto,
+                "types": list(projection.event_types),
+                "limit": limit,
+            },
+        ).fetchall()
+
+
 def ensure_checkpoint(conn: psycopg.Connection[Any], name: str) -> None:
     with conn.transaction():
         conn.execute(q("projections", "ensure_checkpoint"), {"name": name})
@@ -99,26 +141,15 @@ def run_batch(conn: psycopg.Connection[Any], projection: Projection, limit: int)
         if row is None:
             raise errors.LedgerError(f"projection {projection.name} has no checkpoint row")
         old, _hash, _applied = row
-        head_pos, head_hash = conn.execute(q("projections", "head")).fetchone() or (0, b"")
-        if head_pos <= old:
+        head = read_head(conn)
+        if head.position <= old:
             return Batch(0, old, False, False)
-        rows = conn.execute(
-            q("projections", "batch"),
-            {
-                "after": old,
-                "upto": head_pos,
-                "types": list(projection.event_types),
-                "limit": limit,
-            },
-        ).fetchall()
+        rows = read_batch(conn, projection, old, head.position, limit)
         full = len(rows) == limit
-        if full:
-            last_position, _canonical, last_hash = rows[-1]
-            new_pos, new_hash = int(last_position), bytes(last_hash)
-        else:
-            new_pos, new_hash = int(head_pos), bytes(head_hash)
+        last: StoredEvent | Head = rows[-1] if full else head
+        new_pos, new_hash = int(last.position), bytes(last.hash)
         if rows:
-            projection.apply_batch(conn, [envelope_from_row(c, h) for _, c, h in rows])
+            projection.apply_batch(conn, [r.envelope() for r in rows])
         moved = conn.execute(
             q("projections", "move_checkpoint"),
             {

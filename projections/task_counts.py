@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -34,11 +34,25 @@ STATUS_AFTER: dict[str, str] = {
     "TaskCancelled": tasks.CANCELLED,
 }
 
-Key = tuple[str, str, str]  # (dimension, key, status)
+
+class Key(NamedTuple):
+    """A ``task_counts`` row's key."""
+
+    dimension: str  # "agent" or "task_type"
+    key: str
+    status: str
 
 
-def _moves(known: dict[str, tuple[str, str, str]], events: Iterable[Envelope]) -> Counter[Key]:
-    """Fold ``events`` into ``known`` (id -> (agent, type, status)); the count deltas."""
+class Counted(NamedTuple):
+    """A ``task_counts_status`` row: what a task is counted under."""
+
+    agent_name: str
+    task_type: str
+    status: str
+
+
+def _moves(known: dict[str, Counted], events: Iterable[Envelope]) -> Counter[Key]:
+    """Fold ``events`` into ``known`` (task id -> what it is counted under); the count deltas."""
     delta: Counter[Key] = Counter()
     for e in events:
         new = STATUS_AFTER.get(e["type"])
@@ -47,17 +61,18 @@ def _moves(known: dict[str, tuple[str, str, str]], events: Iterable[Envelope]) -
         tid = tasks.task_id_of(e["stream"])
         if e["type"] == "TaskSubmitted" and tid not in known:
             agent = str((e.get("meta") or {}).get("actor", ""))
-            known[tid] = (agent, str(e["data"]["task_type"]), new)
-            delta[("agent", agent, new)] += 1
-            delta[("task_type", known[tid][1], new)] += 1
+            ttype = str(e["data"]["task_type"])
+            known[tid] = Counted(agent, ttype, new)
+            delta[Key("agent", agent, new)] += 1
+            delta[Key("task_type", ttype, new)] += 1
             continue
         if tid not in known:
             raise ValueError(f"{e['type']} at position {e['position']} before its TaskSubmitted")
         agent, ttype, old = known[tid]
-        known[tid] = (agent, ttype, new)
+        known[tid] = Counted(agent, ttype, new)
         for dim, key in (("agent", agent), ("task_type", ttype)):
-            delta[(dim, key, old)] -= 1
-            delta[(dim, key, new)] += 1
+            delta[Key(dim, key, old)] -= 1
+            delta[Key(dim, key, new)] += 1
     return delta
 
 
@@ -69,8 +84,8 @@ class TaskCounts(Projection):
 
     def apply_batch(self, conn: psycopg.Connection[Any], events: Sequence[Envelope]) -> None:
         ids = list(dict.fromkeys(tasks.task_id_of(e["stream"]) for e in events))
-        known: dict[str, tuple[str, str, str]] = {
-            tid: (agent, ttype, status)
+        known: dict[str, Counted] = {
+            tid: Counted(agent, ttype, status)
             for tid, agent, ttype, status in conn.execute(
                 q("projections", "counts_status"), {"ids": ids}
             ).fetchall()
@@ -83,9 +98,9 @@ class TaskCounts(Projection):
                 q("projections", "counts_status_upsert"),
                 {
                     "id": changed,
-                    "agent_name": [known[t][0] for t in changed],
-                    "task_type": [known[t][1] for t in changed],
-                    "status": [known[t][2] for t in changed],
+                    "agent_name": [known[t].agent_name for t in changed],
+                    "task_type": [known[t].task_type for t in changed],
+                    "status": [known[t].status for t in changed],
                 },
             )
         moves = sorted((k, n) for k, n in delta.items() if n)
@@ -93,15 +108,15 @@ class TaskCounts(Projection):
             conn.execute(
                 q("projections", "counts_add"),
                 {
-                    "dimension": [k[0] for k, _ in moves],
-                    "key": [k[1] for k, _ in moves],
-                    "status": [k[2] for k, _ in moves],
+                    "dimension": [k.dimension for k, _ in moves],
+                    "key": [k.key for k, _ in moves],
+                    "status": [k.status for k, _ in moves],
                     "n": [n for _, n in moves],
                 },
             )
 
     def fold(self, events: Iterable[Envelope]) -> dict[str, Any]:
-        known: dict[str, tuple[str, str, str]] = {}
+        known: dict[str, Counted] = {}
         counts = _moves(known, events)
         out: dict[str, Any] = {f"{d}/{k}/{s}": n for (d, k, s), n in counts.items() if n}
         out.update({f"task/{tid}": list(v) for tid, v in known.items()})

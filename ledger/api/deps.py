@@ -48,9 +48,9 @@ Ctx = Annotated[Context, Depends(get_ctx)]
 
 async def _lookup(ctx: Context, digest: bytes) -> Principal | None:
     now = time.monotonic()
-    hit = ctx.auth_cache.get(digest)
-    if hit is not None and hit[0] > now:
-        return hit[1]
+    expires, cached = ctx.auth_cache.get(digest, (now, None))
+    if expires > now:
+        return cached
     async with ctx.pool.connection() as conn:
         cur = await conn.execute(q("events", "principal_by_key"), {"key_sha256": digest})
         row = await cur.fetchone()

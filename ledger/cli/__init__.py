@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ledger import worker
 from ledger.cli import (
@@ -51,34 +51,40 @@ def _pass_through(p: argparse.ArgumentParser) -> None:
     p.add_argument("rest", nargs=argparse.REMAINDER, help="see 'python -m projections -h'")
 
 
-# name -> (one line for `ledger -h`, configure(parser), run(args) -> exit code)
-COMMANDS: dict[str, tuple[str, Configure, Run]] = {
-    "run": (serve.RUN_HELP, serve.configure, serve.run),
-    "serve": (serve.SERVE_HELP, serve.configure, serve.serve),
-    "keys": (keys.HELP, keys.configure, keys.run),
-    "verify": (verify.HELP, verify.configure, verify.run),
-    "export": (export.HELP, export.configure, export.run),
-    "audit-bundle": (bundle.HELP, bundle.configure, bundle.run),
-    "signing-key": (signing.HELP, signing.configure, signing.run),
-    "retention": (retention.HELP, retention.configure, retention.run),
-    "privacy": (privacy.HELP, privacy.configure, privacy.run),
-    "worker": (worker.HELP, worker.configure, worker.run),
-    "witness": (witness.HELP, witness.configure, witness.run),
-    "project": (
+class Command(NamedTuple):
+    help: str  # one line for `ledger -h`
+    configure: Configure
+    run: Run  # args -> exit code
+
+
+COMMANDS: dict[str, Command] = {
+    "run": Command(serve.RUN_HELP, serve.configure, serve.run),
+    "serve": Command(serve.SERVE_HELP, serve.configure, serve.serve),
+    "keys": Command(keys.HELP, keys.configure, keys.run),
+    "verify": Command(verify.HELP, verify.configure, verify.run),
+    "export": Command(export.HELP, export.configure, export.run),
+    "audit-bundle": Command(bundle.HELP, bundle.configure, bundle.run),
+    "signing-key": Command(signing.HELP, signing.configure, signing.run),
+    "retention": Command(retention.HELP, retention.configure, retention.run),
+    "privacy": Command(privacy.HELP, privacy.configure, privacy.run),
+    "worker": Command(worker.HELP, worker.configure, worker.run),
+    "witness": Command(witness.HELP, witness.configure, witness.run),
+    "project": Command(
         "run the projection runner (folds the ledger into the views)",
         _pass_through,
         _projections_program,
     ),
-    "projections": ("list, check or rebuild the views", _pass_through, _projections_program),
+    "projections": Command("list, check or rebuild the views", _pass_through, _projections_program),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ledger", description="Hash-chained audit ledger")
     sub = p.add_subparsers(dest="command", required=True)
-    for name, (help_, configure, run) in COMMANDS.items():
+    for name, command in COMMANDS.items():
         # the projections' program answers -h itself
-        configure(sub.add_parser(name, help=help_, add_help=run is not _projections_program))
+        add_help = command.run is not _projections_program
+        command.configure(sub.add_parser(name, help=command.help, add_help=add_help))
     return p
 
 
@@ -88,4 +94,4 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(command=argv[0], rest=argv[1:])
         return guarded("ledger", lambda: _projections_program(args))
     args = build_parser().parse_args(argv)
-    return guarded("ledger", lambda: COMMANDS[args.command][2](args))
+    return guarded("ledger", lambda: COMMANDS[args.command].run(args))

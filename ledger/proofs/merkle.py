@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -44,20 +45,25 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+class _Subtree(NamedTuple):
+    level: int  # of 2**level leaves
+    hash: bytes
+
+
 def root_of_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
     """MTH over leaf hashes (already ``leaf_hash``-ed), in O(n) time, O(log n) memory."""
     if not hashes:
         return EMPTY_ROOT
-    # A stack of perfect subtrees (level, hash), merged like a binary counter.
-    stack: list[tuple[int, bytes]] = []
+    # A stack of perfect subtrees, merged like a binary counter.
+    stack: list[_Subtree] = []
     for h in hashes:
         level, cur = 0, h
-        while stack and stack[-1][0] == level:
-            cur = node_hash(stack.pop()[1], cur)
+        while stack and stack[-1].level == level:
+            cur = node_hash(stack.pop().hash, cur)
             level += 1
-        stack.append((level, cur))
+        stack.append(_Subtree(level, cur))
     # The right edge folds from the right: smaller subtrees hang off larger ones.
-    acc = stack[-1][1]
+    acc = stack[-1].hash
     for _, h in reversed(stack[:-1]):
         acc = node_hash(h, acc)
     return acc

@@ -90,9 +90,12 @@ async def tile(ctx: Ctx, request: Request, path: str) -> Response:
         else:
             cur = await conn.execute(q("log", "tile"), {"level": tp.level, "idx": tp.index})
             row = await cur.fetchone()
-            if row is None or row[0] < tp.width:
+            if row is None:
                 raise _missing(path)
-            body = bytes(row[1])[: tp.width * HASH]
+            width, stored = row
+            if width < tp.width:
+                raise _missing(path)
+            body = bytes(stored)[: tp.width * HASH]
     return Response(
         body, media_type=OCTETS, headers={"Cache-Control": SHORT if tp.partial else IMMUTABLE}
     )

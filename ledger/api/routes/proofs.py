@@ -179,12 +179,16 @@ async def _await_tree(ctx: Context, size: int, what: str) -> None:
     async def look() -> tuple[State, int]:
         async with ctx.pool.connection() as conn:
             state = await tree_store.read_state_async(conn)
-            head = (await store.head_async(conn))[0] if state.size < size else state.size
+            head = state.size
+            if state.size < size:
+                head, _hash = await store.head_async(conn)
         return state, head
 
-    state, head = await _poll(
-        ctx, look, lambda sh: sh[0].size >= size or size > sh[1] or bool(sh[0].halted)
-    )
+    def settled(looked: tuple[State, int]) -> bool:
+        state, head = looked
+        return state.size >= size or size > head or bool(state.halted)
+
+    state, head = await _poll(ctx, look, settled)
     if state.size >= size or size > head:
         return
     why = "its builder has halted (see merkle_state.halted)" if state.halted else "retry shortly"

@@ -115,10 +115,10 @@ async def list_tasks(
     more = len(rows) > limit
     rows = rows[:limit]
     response.headers[POSITION_HEADER] = str(pos)
-    items = await privacy.of(ctx).reveal_states(caller, [st for st, _created in rows])
+    items = await privacy.of(ctx).reveal_states(caller, [row.state for row in rows])
     return {
         "items": items,
-        "next_cursor": encode_cursor(rows[-1][1], filters) if more else None,
+        "next_cursor": encode_cursor(rows[-1].created_position, filters) if more else None,
     }
 
 
