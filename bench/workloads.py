@@ -1048,7 +1048,7 @@ async def _lag_once(url: str, rate: int, seconds: float, warmup: float) -> dict[
             streams[i], steps[i] = f"task-{uuid.uuid4()}", 0
         (rec,) = await appender.append(cmd)
         if measure:
-            committed.append((rec.position, time.perf_counter()))
+            committed.append((rec["position"], time.perf_counter()))
 
     start = time.perf_counter()
     measure_from = start + warmup

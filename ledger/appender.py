@@ -26,7 +26,7 @@ import psycopg
 import structlog
 
 from ledger import db, errors
-from ledger.events import Recorded, StreamAppend
+from ledger.events import Envelope, StreamAppend
 
 log = structlog.get_logger("ledger.appender")
 
@@ -56,8 +56,8 @@ def _params(appends: Sequence[StreamAppend]) -> tuple[list[Any], ...]:
 
 def _results(
     appends: Sequence[StreamAppend], rows: Sequence[tuple[Any, ...]]
-) -> list[list[Recorded] | errors.LedgerError]:
-    out: list[list[Recorded] | errors.LedgerError] = [[] for _ in appends]
+) -> list[list[Envelope] | errors.LedgerError]:
+    out: list[list[Envelope] | errors.LedgerError] = [[] for _ in appends]
     for cmd, outcome, position, version, h, prev, recorded_at, detail in rows:
         i = cmd - 1
         c = appends[i]
@@ -66,7 +66,7 @@ def _results(
             assert isinstance(slot, list)
             e = c.events[len(slot)]
             slot.append(
-                Recorded(
+                Envelope(
                     position=position,
                     stream=c.stream,
                     version=version,
@@ -111,7 +111,9 @@ def _map_db_error(exc: psycopg.Error) -> errors.LedgerError:
     return errors.LedgerError(f"append failed: {exc.diag.message_primary or exc}")
 
 
-def append_sync(conn: psycopg.Connection[Any], appends: Sequence[StreamAppend]) -> list[Any]:
+def append_sync(
+    conn: psycopg.Connection[Any], appends: Sequence[StreamAppend]
+) -> list[list[Envelope] | errors.LedgerError]:
     """One batch on a plain connection (CLI, tests, tools). Autocommit expected."""
     rows = conn.execute(db.q("events", "append"), _params(appends)).fetchall()
     return _results(appends, rows)
@@ -120,7 +122,7 @@ def append_sync(conn: psycopg.Connection[Any], appends: Sequence[StreamAppend]) 
 @dataclass(slots=True)
 class _Pending:
     append: StreamAppend
-    future: asyncio.Future[list[Recorded]]
+    future: asyncio.Future[list[Envelope]]
 
 
 class Appender:
@@ -156,7 +158,7 @@ class Appender:
         if self._conn:
             await self._conn.close()
 
-    async def append(self, request: StreamAppend) -> list[Recorded]:
+    async def append(self, request: StreamAppend) -> list[Envelope]:
         """Append one request's events; returns them as recorded, after commit.
 
         Raises VersionConflict, DuplicateCommand, IdempotencyMismatch, or an
@@ -165,7 +167,7 @@ class Appender:
         if self._task is None or self._task.done():
             raise errors.Unavailable("the appender is not running")
         request.prepare()  # hashing work stays outside the lock and the writer task
-        fut: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[list[Envelope]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(request, fut))
         return await fut
 
@@ -218,7 +220,7 @@ class Appender:
                     p.future.set_exception(errors.LedgerError(f"append failed: {exc}"))
             return
         results = _results(appends, rows)
-        positions = [r.position for res in results if isinstance(res, list) for r in res]
+        positions = [r["position"] for res in results if isinstance(res, list) for r in res]
         self.batches += 1
         self.appended += len(positions)
         log.info(

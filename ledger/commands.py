@@ -182,10 +182,9 @@ async def execute(
             continue
         except errors.DuplicateCommand as dup:
             return await _rebuild(backend.pool, dup.stream, dup.first_position, dup.last_position)
-        envelopes = [r.envelope() for r in recorded]
-        after = tasks.fold(envelopes, state)
+        after = tasks.fold(recorded, state)
         assert after is not None
-        return Outcome(task_id, after, envelopes)
+        return Outcome(task_id, after, recorded)
     raise errors.Conflict(
         f"task {task_id} kept changing while the command was decided ({attempts} attempts); "
         "read it again and retry",

@@ -1,11 +1,12 @@
 """The event model (SPEC §1): what a command asks to append, what the ledger
-recorded, and the envelope every read, export and fold works on.
+recorded: the envelope every append answers with and every read, export and
+fold works on.
 
 * :class:`NewEvent` – a type and its data, before the ledger numbers it;
 * :class:`StreamAppend` – events for one stream, appended all or none, with
   the expected version and idempotency key they are appended under;
-* :class:`Recorded` – an event as committed (position, version, hashes);
-* :data:`Envelope` – the SPEC §1 object itself, a dict with every field;
+* :data:`Envelope` – an event as committed: the SPEC §1 object itself, a dict
+  with every field (what the writer answers with, and what is read back);
 * :func:`system_meta` – the ``meta`` of events the ledger writes on its own
   account (lease expiry, key announcements, the operator's command line).
 
@@ -78,34 +79,6 @@ class StreamAppend:
 def request_digest(body: Any) -> bytes:
     """What an idempotency key is bound to: the canonical request."""
     return hashlib.sha256(canonical_bytes(body)).digest()
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """An event as the ledger committed it."""
-
-    position: int
-    stream: str
-    version: int
-    type: str
-    data: dict[str, Any]
-    meta: dict[str, Any]
-    recorded_at: str
-    prev_hash: str
-    hash: str
-
-    def envelope(self) -> Envelope:
-        return {
-            "position": self.position,
-            "stream": self.stream,
-            "version": self.version,
-            "type": self.type,
-            "data": self.data,
-            "meta": self.meta,
-            "recorded_at": self.recorded_at,
-            "prev_hash": self.prev_hash,
-            "hash": self.hash,
-        }
 
 
 @dataclass(frozen=True, slots=True)

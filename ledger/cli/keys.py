@@ -13,7 +13,7 @@ from psycopg.rows import class_row
 
 from ledger import db, errors, keys
 from ledger.appender import append_sync
-from ledger.events import Recorded, StreamAppend, system_meta
+from ledger.events import Envelope, StreamAppend, system_meta
 
 HELP = "create, revoke and list API keys"
 
@@ -38,12 +38,11 @@ def operator_meta() -> dict[str, Any]:
     return system_meta("cli", actor=os.environ.get("LEDGER_OPERATOR", "operator"), role="admin")
 
 
-def append_one(conn: psycopg.Connection[Any], append: StreamAppend) -> list[Recorded]:
+def append_one(conn: psycopg.Connection[Any], append: StreamAppend) -> list[Envelope]:
     (res,) = append_sync(conn, [append])
     if isinstance(res, errors.LedgerError):
         raise res
-    recorded: list[Recorded] = res
-    return recorded
+    return res
 
 
 def principal_state(conn: psycopg.Connection[Any], name: str) -> keys.PrincipalState | None:
@@ -79,7 +78,9 @@ def run(args: Any) -> int:
             else:
                 append = keys.plan_revoke(args.name, current, operator_meta(), args.reason)
                 recorded = append_one(conn, append)
-                print(f"revoked {args.name!r} at position {recorded[0].position}", file=sys.stderr)
+                print(
+                    f"revoked {args.name!r} at position {recorded[0]['position']}", file=sys.stderr
+                )
         except (errors.Conflict, errors.NotFound) as exc:
             print(f"ledger: {exc.detail}", file=sys.stderr)
             return 1

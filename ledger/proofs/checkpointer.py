@@ -88,7 +88,7 @@ class Leader:
             elif isinstance(res, errors.LedgerError):
                 raise res
             else:
-                position = res[0].position
+                position = res[0]["position"]
             log.info("signing_key_announced", vkey=new.verifier.vkey, position=position)
         self.signer, self.cosigner, self.announced_at = new, previous, position
 

@@ -19,7 +19,7 @@ from ledger.appender import Appender, append_sync
 from ledger.audit.chain import ChainVerifier, verify_file
 from ledger.audit.stored import verify_rows
 from ledger.canonical import canonical_bytes, compute_event_hash
-from ledger.events import NewEvent, Recorded, StreamAppend
+from ledger.events import Envelope, NewEvent, StreamAppend
 from tests.support import auth
 
 META = {"actor": "tester", "role": "agent", "request_id": "appender"}
@@ -58,7 +58,7 @@ def _run(coro: Any) -> Any:
 def test_tricky_content_hashes_the_same_when_read_back(
     db_url: str, client: Any, keyring: dict[str, str], tmp_path: Path
 ) -> None:
-    async def append_and_read() -> tuple[list[Recorded], list[dict[str, Any]]]:
+    async def append_and_read() -> tuple[list[Envelope], list[dict[str, Any]]]:
         app = Appender(db_url)
         await app.start()
         try:
@@ -77,7 +77,7 @@ def test_tricky_content_hashes_the_same_when_read_back(
         return recorded, events
 
     recorded, events = _run(append_and_read())
-    assert [e["hash"] for e in events] == [r.hash for r in recorded]
+    assert [e["hash"] for e in events] == [r["hash"] for r in recorded]
     for event in events:
         assert compute_event_hash(event) == event["hash"]
     assert events[0]["data"] == TRICKY_READ
@@ -135,11 +135,11 @@ def test_race_eight_writers_two_appenders(db_url: str, super_conn: psycopg.Conne
     API processes would have): positions 1..16,000 gap-free, one chain, every
     acknowledged append present exactly once."""
 
-    async def race() -> dict[tuple[int, int], Recorded]:
+    async def race() -> dict[tuple[int, int], Envelope]:
         appenders = [Appender(db_url, max_batch_events=200) for _ in range(2)]
         for a in appenders:
             await a.start()
-        acked: dict[tuple[int, int], Recorded] = {}
+        acked: dict[tuple[int, int], Envelope] = {}
 
         async def writer(w: int) -> None:
             app = appenders[w % 2]
@@ -171,7 +171,7 @@ def test_race_eight_writers_two_appenders(db_url: str, super_conn: psycopg.Conne
     acked = asyncio.run(race())
     total = WRITERS * PER_WRITER
     assert len(acked) == total
-    assert sorted(r.position for r in acked.values()) == list(range(1, total + 1))
+    assert sorted(r["position"] for r in acked.values()) == list(range(1, total + 1))
 
     rows = super_conn.execute(
         "SELECT position, (body->'data'->>'w')::int, (body->'data'->>'i')::int, version, stream "
@@ -181,7 +181,7 @@ def test_race_eight_writers_two_appenders(db_url: str, super_conn: psycopg.Conne
     stored = {(w, i): (p, v, s) for p, w, i, v, s in rows}
     assert len(stored) == total  # each (writer, seq) exactly once
     for key, rec in acked.items():
-        assert stored[key] == (rec.position, rec.version, rec.stream)
+        assert stored[key] == (rec["position"], rec["version"], rec["stream"])
     for w in range(WRITERS):
         versions = sorted(v for p, ww, i, v, s in rows if ww == w)
         assert versions == list(range(1, PER_WRITER + 1))
@@ -211,7 +211,7 @@ def test_version_conflict_refuses_only_that_command(service_conn: psycopg.Connec
         ],
     )
     ok = [r for r in results if isinstance(r, list)]
-    assert [[(e.position, e.version) for e in r] for r in ok] == [
+    assert [[(e["position"], e["version"]) for e in r] for r in ok] == [
         [(1, 1), (2, 2)],
         [(3, 1)],
         [(4, 3)],
@@ -253,11 +253,11 @@ def test_one_batch_sees_its_own_earlier_commands(service_conn: psycopg.Connectio
             cmd("s-1", 2),  # stale: the one before made s-1 version 3
         ],
     )
-    assert [(e.position, e.version) for e in results[0]] == [(1, 1), (2, 2)]  # type: ignore[union-attr]
+    assert [(e["position"], e["version"]) for e in results[0]] == [(1, 1), (2, 2)]  # type: ignore[union-attr]
     assert isinstance(results[2], errors.DuplicateCommand)
     assert isinstance(results[3], errors.IdempotencyMismatch)
-    assert [(e.position, e.version) for e in results[4]] == [(4, 3)]  # type: ignore[union-attr]
-    assert [(e.position, e.version) for e in results[5]] == [(5, 2), (6, 3)]  # type: ignore[union-attr]
+    assert [(e["position"], e["version"]) for e in results[4]] == [(4, 3)]  # type: ignore[union-attr]
+    assert [(e["position"], e["version"]) for e in results[5]] == [(5, 2), (6, 3)]  # type: ignore[union-attr]
     assert isinstance(results[6], errors.VersionConflict) and results[6].actual == 3
     rows = service_conn.execute("SELECT stream, version FROM events ORDER BY position").fetchall()
     assert rows == [("s-1", 1), ("s-1", 2), ("s-2", 1), ("s-1", 3), ("s-2", 2), ("s-2", 3)]
@@ -295,13 +295,13 @@ def test_concurrent_commands_on_one_stream_one_wins(db_url: str) -> None:
     results = asyncio.run(go())
     wins = [r for r in results if isinstance(r, list)]
     assert len(wins) == 1
-    assert wins[0][0].position == 1
+    assert wins[0][0]["position"] == 1
     assert all(isinstance(r, errors.VersionConflict) for r in results if not isinstance(r, list))
 
 
 @pytest.mark.parametrize("role", ["ledger_service"])
 def test_recorded_at_never_decreases(db_url: str, role: str) -> None:
-    async def go() -> list[Recorded]:
+    async def go() -> list[Envelope]:
         app = Appender(db_url, role=role, max_batch_events=3)
         await app.start()
         try:
@@ -319,10 +319,10 @@ def test_recorded_at_never_decreases(db_url: str, role: str) -> None:
             await app.close()
         return [r for rs in out for r in rs]
 
-    recorded = sorted(asyncio.run(go()), key=lambda r: r.position)
-    stamps = [r.recorded_at for r in recorded]
+    recorded = sorted(asyncio.run(go()), key=lambda r: r["position"])
+    stamps = [r["recorded_at"] for r in recorded]
     assert stamps == sorted(stamps)
-    assert [r.position for r in recorded] == list(range(1, 31))
+    assert [r["position"] for r in recorded] == list(range(1, 31))
 
 
 def test_a_command_the_database_refuses_fails_alone(db_url: str) -> None:
@@ -354,4 +354,4 @@ def test_a_command_the_database_refuses_fails_alone(db_url: str) -> None:
     assert isinstance(results[2], errors.InvalidInput)
     ok = [r for i, r in enumerate(results) if i != 2]
     assert all(isinstance(r, list) for r in ok), ok
-    assert sorted(r[0].position for r in ok) == [1, 2, 3, 4]
+    assert sorted(r[0]["position"] for r in ok) == [1, 2, 3, 4]

@@ -232,7 +232,7 @@ def _run_history(url: str, history: list[tuple[Any, ...]]) -> None:
                 app_conn, [StreamAppend(tasks.stream_for(tid), new, meta, version)]
             )
             assert not isinstance(res, errors.LedgerError), res
-            after = tasks.fold([r.envelope() for r in res], state)
+            after = tasks.fold(res, state)
             assert after is not None
             states[slot] = (tid, after)
             if batch:

@@ -35,7 +35,7 @@ async def create_key(
     )
     recorded = await ctx.appender.append(cmd)
     ctx.auth_cache.clear()
-    return {"name": body.name, "role": body.role, "key": key, "position": recorded[0].position}
+    return {"name": body.name, "role": body.role, "key": key, "position": recorded[0]["position"]}
 
 
 @router.post("/admin/keys/{name}/revoke", response_model=KeyRevoked)
@@ -55,7 +55,7 @@ async def revoke_key(
     )
     recorded = await ctx.appender.append(append)
     ctx.auth_cache.clear()
-    return {"name": name, "position": recorded[0].position}
+    return {"name": name, "position": recorded[0]["position"]}
 
 
 @router.get("/admin/keys", response_model=list[PrincipalOut])
