@@ -81,20 +81,25 @@ CREATE OR REPLACE VIEW events_json AS
 
 -- History is never rewritten: refused to everyone, superusers included,
 -- and ENABLE ALWAYS so session_replication_role = replica cannot skip it.
-CREATE OR REPLACE FUNCTION events_refuse_change() RETURNS trigger
+-- One function refuses for every append-only table (events, checkpoints,
+-- checkpoint_cosignatures); each trigger passes what the table keeps, and
+-- may pass a hint.
+CREATE OR REPLACE FUNCTION ledger_refuse_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'events are immutable: % refused', TG_OP
+    RAISE EXCEPTION '%: % refused', TG_ARGV[0], TG_OP
         USING ERRCODE = 'insufficient_privilege',
-              HINT = 'the ledger is append-only; record a correcting event instead';
+              HINT = coalesce(TG_ARGV[1], TG_TABLE_NAME || ' is append-only');
 END $$;
 
 CREATE OR REPLACE TRIGGER events_no_update_delete
     BEFORE UPDATE OR DELETE ON events
-    FOR EACH ROW EXECUTE FUNCTION events_refuse_change();
+    FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change(
+        'events are immutable', 'the ledger is append-only; record a correcting event instead');
 CREATE OR REPLACE TRIGGER events_no_truncate
     BEFORE TRUNCATE ON events
-    FOR EACH STATEMENT EXECUTE FUNCTION events_refuse_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change(
+        'events are immutable', 'the ledger is append-only; record a correcting event instead');
 ALTER TABLE events ENABLE ALWAYS TRIGGER events_no_update_delete;
 ALTER TABLE events ENABLE ALWAYS TRIGGER events_no_truncate;
 
@@ -495,18 +500,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 ALTER TABLE checkpoints ADD COLUMN IF NOT EXISTS vkeys text[] NOT NULL DEFAULT '{}';
 
-CREATE OR REPLACE FUNCTION checkpoints_refuse_change() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'checkpoints are kept forever: % refused', TG_OP
-        USING ERRCODE = 'insufficient_privilege';
-END $$;
 CREATE OR REPLACE TRIGGER checkpoints_no_update_delete
     BEFORE UPDATE OR DELETE ON checkpoints
-    FOR EACH ROW EXECUTE FUNCTION checkpoints_refuse_change();
+    FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change('checkpoints are kept forever');
 CREATE OR REPLACE TRIGGER checkpoints_no_truncate
     BEFORE TRUNCATE ON checkpoints
-    FOR EACH STATEMENT EXECUTE FUNCTION checkpoints_refuse_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change('checkpoints are kept forever');
 ALTER TABLE checkpoints ENABLE ALWAYS TRIGGER checkpoints_no_update_delete;
 ALTER TABLE checkpoints ENABLE ALWAYS TRIGGER checkpoints_no_truncate;
 
@@ -553,12 +552,16 @@ CREATE OR REPLACE TRIGGER checkpoints_signed_notify
 -- cosignatures are evidence, kept like the checkpoints they are on
 CREATE OR REPLACE TRIGGER checkpoint_cosignatures_no_update_delete
     BEFORE UPDATE OR DELETE ON checkpoint_cosignatures
-    FOR EACH ROW EXECUTE FUNCTION checkpoints_refuse_change();
+    FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change('cosignatures are kept forever');
 CREATE OR REPLACE TRIGGER checkpoint_cosignatures_no_truncate
     BEFORE TRUNCATE ON checkpoint_cosignatures
-    FOR EACH STATEMENT EXECUTE FUNCTION checkpoints_refuse_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change('cosignatures are kept forever');
 ALTER TABLE checkpoint_cosignatures ENABLE ALWAYS TRIGGER checkpoint_cosignatures_no_update_delete;
 ALTER TABLE checkpoint_cosignatures ENABLE ALWAYS TRIGGER checkpoint_cosignatures_no_truncate;
+
+-- the per-table refusals every trigger above used before ledger_refuse_change
+DROP FUNCTION IF EXISTS events_refuse_change();
+DROP FUNCTION IF EXISTS checkpoints_refuse_change();
 
 REVOKE ALL ON checkpoint_cosignatures, witness_status FROM PUBLIC;
 GRANT SELECT, INSERT ON checkpoint_cosignatures TO ledger_service;

@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from ledger import db
 from ledger.appender import append_sync
 from ledger.events import NewEvent, StreamAppend
 
@@ -102,3 +103,53 @@ def test_service_role_grants_on_events(super_conn: psycopg.Connection[Any]) -> N
         )
     }
     assert granted == {"SELECT", "INSERT"}
+
+
+APPEND_ONLY = {
+    "events": "events are immutable",
+    "checkpoints": "checkpoints are kept forever",
+    "checkpoint_cosignatures": "cosignatures are kept forever",
+}
+
+
+@pytest.mark.parametrize("table", list(APPEND_ONLY))
+def test_every_append_only_table_refuses_through_the_one_function(
+    table: str, super_conn: psycopg.Connection[Any]
+) -> None:
+    rows = super_conn.execute(
+        "SELECT t.tgname, t.tgenabled, p.proname FROM pg_trigger t "
+        "JOIN pg_proc p ON p.oid = t.tgfoid "
+        "WHERE t.tgrelid = %s::regclass AND t.tgname = ANY(%s)",
+        (table, [f"{table}_no_truncate", f"{table}_no_update_delete"]),
+    ).fetchall()
+    assert sorted(rows) == [
+        (f"{table}_no_truncate", "A", "ledger_refuse_change"),
+        (f"{table}_no_update_delete", "A", "ledger_refuse_change"),
+    ]
+    super_conn.execute("SET session_replication_role = replica")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as info:
+        super_conn.execute(f"TRUNCATE {table} CASCADE")
+    assert f"{APPEND_ONLY[table]}: TRUNCATE refused" in str(info.value)
+    assert info.value.diag.message_hint
+
+
+def test_reapplying_the_schema_moves_older_triggers_onto_the_one_function(
+    db_url: str, super_conn: psycopg.Connection[Any]
+) -> None:
+    """A database made before the refusals were shared (one function per
+    table) keeps its guards and loses the old functions."""
+    super_conn.execute(
+        "CREATE FUNCTION events_refuse_change() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'old'; END $$"
+    )
+    super_conn.execute(
+        "CREATE OR REPLACE TRIGGER events_no_truncate BEFORE TRUNCATE ON events "
+        "FOR EACH STATEMENT EXECUTE FUNCTION events_refuse_change()"
+    )
+    db.apply_schema(db_url)
+    assert super_conn.execute(
+        "SELECT count(*) FROM pg_proc WHERE proname = 'events_refuse_change'"
+    ).fetchone() == (0,)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as info:
+        super_conn.execute("TRUNCATE events")
+    assert "events are immutable: TRUNCATE refused" in str(info.value)
