@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ledger import worker
+from ledger import logs, worker
 from ledger.cli import (
     bundle,
     export,
@@ -29,6 +29,7 @@ from ledger.cli import (
     witness,
 )
 from ledger.exits import guarded
+from ledger.settings import Settings
 
 Configure = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[Any], int]
@@ -94,4 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(command=argv[0], rest=argv[1:])
         return guarded("ledger", lambda: _projections_program(args))
     args = build_parser().parse_args(argv)
-    return guarded("ledger", lambda: COMMANDS[args.command].run(args))
+    return guarded("ledger", lambda: _run(args))
+
+
+def _run(args: Any) -> int:
+    # Logs go to stderr: stdout is the command's data (a key, an export, a
+    # vkey), which is what `> FILE` and `$(...)` take.
+    settings = Settings()
+    logs.configure(settings.log_format, settings.log_level)
+    return COMMANDS[args.command].run(args)
