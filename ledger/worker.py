@@ -1,5 +1,6 @@
-"""``ledger worker``: an agent that claims tasks, runs a handler, records its
-steps, renews its lease while it works, and completes or fails each task.
+"""The worker ``ledger worker`` runs (its command line: ``ledger.cli.worker``):
+an agent that claims tasks, runs a handler, records its steps, renews its
+lease while it works, and completes or fails each task.
 
 Handlers take the claimed task and a step recorder and return the result
 object; raising :class:`TaskFailure` fails the task (``retryable`` as given),
@@ -9,12 +10,8 @@ any other exception fails it as retryable. The demo handler
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +19,6 @@ from typing import Any
 from ledger.client import ApiError, Client, Task
 
 DEMO_PRICE = 100.25
-HELP = "claim tasks of given types and work them (the demo handler by default)"
 
 
 class TaskFailure(Exception):
@@ -95,7 +91,7 @@ class _LeaseKeeper:
                 self.lost = exc.detail  # requeued or taken over: stop renewing
                 return
             except Exception as exc:  # network trouble: try again next period
-                _say(f"lease renewal of {self.task_id} failed: {exc}")
+                say(f"lease renewal of {self.task_id} failed: {exc}")
 
 
 def work_one(
@@ -119,83 +115,9 @@ def work_one(
         except Exception as exc:
             return client.fail(task.id, f"{type(exc).__name__}: {exc}", True)
     if keeper.lost:
-        _say(f"lost the claim on {task.id} while working: {keeper.lost}")
+        say(f"lost the claim on {task.id} while working: {keeper.lost}")
     return client.complete(task.id, result)
 
 
-def _say(msg: str) -> None:
+def say(msg: str) -> None:
     print(f"worker: {msg}", file=sys.stderr, flush=True)
-
-
-def configure(p: argparse.ArgumentParser) -> None:
-    p.description = "claim tasks, run their handler, complete or fail them"
-    p.add_argument("--url", default=os.environ.get("LEDGER_URL", "http://127.0.0.1:8000"))
-    p.add_argument(
-        "--key",
-        default=os.environ.get("LEDGER_API_KEY"),
-        help="an agent's API key (default: $LEDGER_API_KEY)",
-    )
-    p.add_argument(
-        "--type",
-        dest="types",
-        action="append",
-        help=f"task types to work (repeatable; default: {', '.join(HANDLERS)})",
-    )
-    p.add_argument(
-        "--task", dest="task_ids", action="append", help="claim this task id (repeatable)"
-    )
-    p.add_argument("--lease-seconds", type=int, default=30)
-    p.add_argument("--poll", type=float, default=1.0, help="seconds between empty polls")
-    p.add_argument("--max-tasks", type=int, default=0, help="stop after this many (0: no limit)")
-    p.add_argument("--once", action="store_true", help="stop when no task is queued")
-
-
-def run(args: Any) -> int:
-    if not args.key:
-        _say("an agent key is needed: --key KEY or LEDGER_API_KEY")
-        return 2
-    types = args.types or list(HANDLERS)
-    unknown = [t for t in types if t not in HANDLERS]
-    if unknown:
-        _say(f"no handler for {', '.join(unknown)}; known: {', '.join(HANDLERS)}")
-        return 2
-    done = 0
-    pending = list(args.task_ids or [])
-    with Client(args.url, args.key) as client, Client(args.url, args.key) as renewer:
-        while True:
-            try:
-                if args.task_ids is not None:
-                    if not pending:
-                        break
-                    task: Task | None = client.claim(pending.pop(0), args.lease_seconds)
-                else:
-                    task = client.claim_next(types, args.lease_seconds)
-            except ApiError as exc:
-                if exc.status in (404, 405) and args.task_ids is None:
-                    _say("this server has no POST /tasks/claim; name tasks with --task ID")
-                    return 2
-                _say(f"claim refused: {exc}")
-                if exc.status in (401, 403):
-                    return 2
-                continue
-            if task is None:
-                if args.once:
-                    break
-                time.sleep(args.poll)
-                continue
-            _say(f"claimed {task.id} ({task.task_type})")
-            try:
-                final = work_one(client, task, HANDLERS, args.lease_seconds, renewer)
-            except ApiError as exc:
-                _say(f"task {task.id}: {exc}")
-                continue
-            done += 1
-            outcome = final.result if final.status == "done" else final.error
-            print(
-                f"{final.id} {final.status} version={final.version} position={final.position} "
-                f"{json.dumps(outcome)}",
-                flush=True,
-            )
-            if args.max_tasks and done >= args.max_tasks:
-                break
-    return 0

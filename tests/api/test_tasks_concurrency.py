@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ledger import clock, leases, worker
+from ledger.cli import worker as worker_cli
 from ledger.client import Client, Task
 from ledger.settings import Settings
 from tests.support import app_with_runner, auth, live_server
@@ -144,7 +145,7 @@ def test_the_worker_claims_records_steps_renews_and_completes(
         max_tasks=0,
         once=True,
     )
-    assert worker.run(args) == 0
+    assert worker_cli.run(args) == 0
     with Client(server, keyring["officer"]) as officer:
         done = officer.get(tid, min_position=officer.events(tid)[-1]["position"])
         assert done.status == "done" and done.worker is None

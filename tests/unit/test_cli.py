@@ -33,7 +33,7 @@ def test_projections_commands_hand_their_arguments_over_whole(
         seen.append(args)
         raise HandedOver
 
-    monkeypatch.setattr(cli.os, "execv", execv)
+    monkeypatch.setattr(cli.projections.os, "execv", execv)
     with pytest.raises(HandedOver):
         cli.main(argv)
     assert seen == [[sys.executable, "-m", "projections", *program]]
