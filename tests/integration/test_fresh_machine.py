@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +60,19 @@ def _stop_leftover(pgdata: Path) -> bool:
     return True
 
 
-def test_cli_keys_export_verify_on_its_own_embedded_server(tmp_path: Path) -> None:
-    home = tmp_path / "ledger-home"
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """LEDGER_HOME outside pytest's basetemp, as conftest's pg_server does. Run
+    as root, pgserver runs PostgreSQL as another user and opens the folders
+    above the data directory to it; every pytest session that starts meanwhile
+    closes its own root (pytest-of-<user>) to 0700 again, shutting that
+    user out of a data directory below it."""
+    top = Path(tempfile.mkdtemp(prefix="ledger-test-home-"))
+    yield top / "ledger-home"
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def test_cli_keys_export_verify_on_its_own_embedded_server(home: Path, tmp_path: Path) -> None:
     try:
         made = _ledger(home, "keys", "create", "--name", "first-admin", "--role", "admin")
         assert made.returncode == 0, made.stderr.decode()[-4000:]
