@@ -54,27 +54,22 @@ def _is_fast(value: Any) -> bool:
         v = pop()
         t = type(v)
         if t is dict:
-            for k, item in v.items():
+            for k in v:
                 if not k.isascii():
                     return False
-                tv = type(item)
-                if tv is dict or tv is list:
-                    push(item)
-                elif tv is float or (
-                    tv is int and not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER
-                ):
-                    return False
+            items = v.values()
         elif t is list:
-            for item in v:
-                tv = type(item)
-                if tv is dict or tv is list:
-                    push(item)
-                elif tv is float or (
-                    tv is int and not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER
-                ):
-                    return False
-        elif t is float or (t is int and not -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER):
-            return False
+            items = v
+        else:  # the value itself is a scalar (nested ones are checked below)
+            if t is float or (t is int and not -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER):
+                return False
+            continue
+        for item in items:
+            tv = type(item)
+            if tv is dict or tv is list:
+                push(item)
+            elif tv is float or (tv is int and not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER):
+                return False
     return True
 
 
