@@ -165,6 +165,13 @@ def test_untampered_ledger_verifies_both_ways(
     assert proc.stdout.startswith("OK: positions 1..10")
 
 
+def _first_bad(client: Any, keyring: dict[str, str], params: dict[str, Any]) -> int:
+    """The first bad position ``GET /audit/verify`` names; it must find one."""
+    body = client.get("/audit/verify", params=params, headers=auth(keyring["auditor"])).json()
+    assert body["ok"] is False and body["reason"], (params, body)
+    return int(body["first_bad_position"])
+
+
 def test_cut_tail_under_the_head(
     ledger10: dict[str, Any],
     client: Any,
@@ -175,10 +182,8 @@ def test_cut_tail_under_the_head(
     """The last two events deleted; the head row still says 10."""
     super_conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
     super_conn.execute("DELETE FROM events WHERE position >= 9")
-    for params in ({"from": 1}, {}):
-        body = client.get("/audit/verify", params=params, headers=auth(keyring["auditor"])).json()
-        assert body["ok"] is False, (params, body)
-        assert body["first_bad_position"] == 9, (params, body)
+    assert _first_bad(client, keyring, {"from": 1}) == 9
+    assert _first_bad(client, keyring, {}) == 9
 
     bundle = export(client, keyring["auditor"], tmp_path / "export.ndjson")
     # Alone, a shorter bundle is a consistent prefix: only a saved head exposes the cut.
@@ -203,56 +208,55 @@ def test_cut_tail_and_head_moved_back(
         "UPDATE ledger_head SET position = 8, hash = (SELECT hash FROM events WHERE position = 8)"
     )
     assert client.get("/audit/head", headers=auth(keyring["auditor"])).json()["position"] == 8
-    for params in ({"from": 1}, {}):
-        body = client.get("/audit/verify", params=params, headers=auth(keyring["auditor"])).json()
-        assert body["ok"] is False, (params, body)
-        assert body["first_bad_position"] == 9, (params, body)
+    assert _first_bad(client, keyring, {"from": 1}) == 9
+    assert _first_bad(client, keyring, {}) == 9
 
 
-def test_event_beyond_the_head(
+# Tamperings of the head row and the watermark, which only the service's own
+# check sees: statements, GET /audit/verify's parameters, the first bad position.
+ONLINE_CASES: dict[str, tuple[list[str], dict[str, Any], int]] = {
+    # an event slipped in past the head (the head row not moved)
+    "event_beyond_the_head": (
+        [
+            "INSERT INTO events "
+            "(position, stream, version, type, recorded_at, prev_hash, hash, canonical) "
+            "SELECT 11, 'test-5', 1, type, recorded_at, hash, hash, canonical "
+            "FROM events WHERE position = 10"
+        ],
+        {"from": 1},
+        11,
+    ),
+    "head_hash_disagrees_with_the_last_event": (
+        ["UPDATE ledger_head SET hash = set_byte(hash, 0, get_byte(hash, 0) # 1)"],
+        {"from": 1},
+        10,
+    ),
+    # The watermark says 10 was verified; a later plain incremental call has
+    # nothing new to check, but it sees the event at the watermark changed and
+    # looks for the first bad position.
+    "incremental_verify_notices_a_changed_watermark_event": (
+        [
+            "ALTER TABLE events DISABLE TRIGGER events_no_update_delete",
+            "UPDATE events SET hash = set_byte(hash, 0, get_byte(hash, 0) # 1) WHERE position = 10",
+        ],
+        {},
+        10,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ONLINE_CASES))
+def test_head_and_watermark_tampering_is_named(
+    case: str,
     ledger10: dict[str, Any],
     client: Any,
     keyring: dict[str, str],
     super_conn: psycopg.Connection[Any],
 ) -> None:
-    """An event slipped in past the head (the head row not moved) is reported."""
-    super_conn.execute(
-        "INSERT INTO events (position, stream, version, type, recorded_at, prev_hash, hash, canonical) "
-        "SELECT 11, 'test-5', 1, type, recorded_at, hash, hash, canonical FROM events WHERE position = 10"
-    )
-    body = client.get("/audit/verify", params={"from": 1}, headers=auth(keyring["auditor"])).json()
-    assert body["ok"] is False
-    assert body["first_bad_position"] == 11
-
-
-def test_head_hash_disagrees_with_the_last_event(
-    ledger10: dict[str, Any],
-    client: Any,
-    keyring: dict[str, str],
-    super_conn: psycopg.Connection[Any],
-) -> None:
-    super_conn.execute("UPDATE ledger_head SET hash = set_byte(hash, 0, get_byte(hash, 0) # 1)")
-    body = client.get("/audit/verify", params={"from": 1}, headers=auth(keyring["auditor"])).json()
-    assert body["ok"] is False
-    assert body["first_bad_position"] == 10
-
-
-def test_incremental_verify_notices_a_changed_watermark_event(
-    ledger10: dict[str, Any],
-    client: Any,
-    keyring: dict[str, str],
-    super_conn: psycopg.Connection[Any],
-) -> None:
-    """The watermark says 10 was verified; a later plain incremental call has
-    nothing new to check, but it sees the event at the watermark changed and
-    looks for the first bad position."""
-    super_conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
-    super_conn.execute(
-        "UPDATE events SET hash = set_byte(hash, 0, get_byte(hash, 0) # 1) WHERE position = 10"
-    )
-    body = client.get("/audit/verify", headers=auth(keyring["auditor"])).json()
-    assert body["ok"] is False
-    assert body["first_bad_position"] == 10
+    statements, params, first_bad = ONLINE_CASES[case]
+    for statement in statements:
+        super_conn.execute(statement)
+    assert _first_bad(client, keyring, params) == first_bad
 
 
 def test_a_wrong_expected_head_names_only_what_came_before(
