@@ -71,7 +71,7 @@ def test_appender_recovers_when_its_session_is_killed(
 
     first, second, third, fourth = asyncio.run(go())
     assert isinstance(second, errors.OutcomeUnknown)
-    assert [first[0].position, third[0].position, fourth[0].position] == [1, 2, 3]
+    assert [first[0]["position"], third[0]["position"], fourth[0]["position"]] == [1, 2, 3]
     assert _chain(super_conn) == 3
 
 
