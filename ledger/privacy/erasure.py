@@ -207,7 +207,7 @@ async def place_hold(
             HOLD_PREFIX + hold_id, [NewEvent("LegalHoldPlaced", data)], meta, expected_version=0
         )
     )
-    return {"id": hold_id, **data, "placed_by": meta["actor"], "position": rec.position}
+    return {"id": hold_id, **data, "placed_by": meta["actor"], "position": rec["position"]}
 
 
 async def release_hold(ctx: Any, hold_id: str, reason: str, meta: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +229,7 @@ async def release_hold(ctx: Any, hold_id: str, reason: str, meta: dict[str, Any]
         "id": hold_id,
         **events[0]["data"],
         "released_by": meta["actor"],
-        "position": rec.position,
+        "position": rec["position"],
     }
 
 

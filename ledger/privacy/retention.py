@@ -139,5 +139,5 @@ def apply(
             ) from None
         if isinstance(res, errors.LedgerError):
             raise res
-        done.append({**data, "stream": stream, "position": res[0].position})
+        done.append({**data, "stream": stream, "position": res[0]["position"]})
     return done

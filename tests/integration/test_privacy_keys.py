@@ -60,7 +60,7 @@ def test_keys_are_made_once_only_destroyed_and_never_for_the_forgotten(
         "SELECT wrapped, destroyed_position, destroyed_by FROM data_keys WHERE key_id = %s",
         (first[0],),
     ).fetchone()
-    assert row == (None, rec.position, "SubjectForgotten")
+    assert row == (None, rec["position"], "SubjectForgotten")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         service_conn.execute(
             "UPDATE data_keys SET wrapped = %s, destroyed_position = NULL WHERE key_id = %s",
@@ -68,7 +68,7 @@ def test_keys_are_made_once_only_destroyed_and_never_for_the_forgotten(
         )
     # a forgotten subject gets no key, on any stream
     again = make_key(service_conn, "client:C-1", "task-00000000-0000-7000-8000-000000000002")
-    assert again[0] is None and again[4] == rec.position
+    assert again[0] is None and again[4] == rec["position"]
     assert make_key(service_conn, "client:C-2")[2] is not None  # the other subject is untouched
     # the same event type on another stream does nothing
     stray = StreamAppend(
