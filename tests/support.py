@@ -91,10 +91,11 @@ def create_key(url: str, name: str, role: str) -> str:
 
 
 def app_with_runner(settings: Settings) -> FastAPI:
-    """The app as ``ledger run`` serves it: the API, and a projection runner
-    beside it (a thread here, started and stopped with the app), so the views
+    """The app as ``ledger run`` serves it: the API, a projection runner and
+    the tree builder beside it (threads here, started and stopped with the
+    app, where ``ledger run`` runs processes), so the views and the tree
     follow the writes."""
-    app = create_app(settings)
+    app = create_app(settings, tree=True)
     inner = app.router.lifespan_context
 
     @asynccontextmanager

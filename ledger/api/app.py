@@ -48,13 +48,20 @@ ROUTERS = [
 SERVICES: list[Any] = [
     leases.start_sweeper,  # requeues tasks whose lease lapsed
     watch.start_watcher,  # how far each view is (min_position)
+]
+# The tree builder and checkpoint signer run in a process of their own (`ledger
+# tree`, which `ledger run` starts): the API reads the tree from the database.
+# `ledger serve --tree` adds them here, as a standby (one leader across processes).
+TREE_SERVICES: list[Any] = [
     checkpointer.start_service,  # the tree builder and checkpoint signer (one leader)
     witness_submitter.start_service,  # new checkpoints to LEDGER_WITNESSES (one leader)
 ]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, tree: bool = False) -> FastAPI:
+    """The API; with ``tree`` it also runs the tree builder and signer (standby)."""
     settings = settings or Settings()
+    services = SERVICES + (TREE_SERVICES if tree else [])
     logs.configure(settings.log_format, settings.log_level)
 
     @asynccontextmanager
@@ -74,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ctx = Context(settings=settings, url=url, pool=pool, appender=appender)
         app.state.ctx = ctx
         stops = []
-        for start in SERVICES:
+        for start in services:
             stops.append(await start(ctx))
         restore_gc = _tune_gc(settings.gc_threshold)
         log.info("service_started", database=db.redact(url))
@@ -114,6 +121,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     return app
+
+
+def create_app_with_tree() -> FastAPI:
+    """uvicorn factory of ``ledger serve --tree``."""
+    return create_app(tree=True)
 
 
 def _tune_gc(threshold: int) -> Any:

@@ -23,6 +23,7 @@ from ledger.cli import (
     retention,
     serve,
     signing,
+    tree,
     verify,
     witness,
     worker,
@@ -43,6 +44,7 @@ class Command(NamedTuple):
 COMMANDS: dict[str, Command] = {
     "run": Command(serve.RUN_HELP, serve.configure, serve.run),
     "serve": Command(serve.SERVE_HELP, serve.configure, serve.serve),
+    "tree": Command(tree.HELP, tree.configure, tree.run),
     "keys": Command(keys.HELP, keys.configure, keys.run),
     "verify": Command(verify.HELP, verify.configure, verify.run),
     "export": Command(export.HELP, export.configure, export.run),

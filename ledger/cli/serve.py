@@ -15,18 +15,28 @@ from ledger import db
 from ledger.proofs.origin import settings_with_stored_origin
 from ledger.settings import Settings
 
-RUN_HELP = "serve the API and its projection runner"
-SERVE_HELP = "serve the API only"
+RUN_HELP = "serve the API with its projection runner and tree builder"
+SERVE_HELP = "serve the API only (--tree: and stand by for the tree builder)"
 
-# Background processes `ledger run` starts beside the API: argv lists.
-RUN_COMPANIONS: list[list[str]] = [["projections"]]  # python -m projections: the runner
+# Background processes `ledger run` starts beside the API: argv lists (python -m ...).
+RUN_COMPANIONS: list[list[str]] = [
+    ["projections"],  # the projection runner
+    ["ledger", "tree"],  # the tree builder and checkpoint signer
+]
 RESTART_SECONDS = 5.0
 
 
 def configure(s: argparse.ArgumentParser) -> None:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    if s.prog.endswith(" serve"):
+        s.add_argument(
+            "--tree",
+            action="store_true",
+            help="also run the tree builder and checkpoint signer in the API process"
+            " (a standby for `ledger tree`: one leader across processes)",
+        )
 
 
 def _refuse_another_origin(settings: Settings, url: str) -> None:
@@ -46,7 +56,7 @@ def serve(args: Any) -> int:
         os.environ["LEDGER_DATABASE_URL"] = url
     _refuse_another_origin(settings, url)
     uvicorn.run(
-        "ledger.api.app:create_app",
+        "ledger.api.app:create_app_with_tree" if args.tree else "ledger.api.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,

@@ -1,7 +1,8 @@
 """The checkpointer: one leader across every process builds the tree and signs.
 
-Each API process starts :func:`start_service` (listed in the app's
-SERVICES). It loads the signing key (refusing one that group or others can
+``ledger tree`` runs it as a process of its own (``ledger run`` starts
+it beside the API); an API process can stand by for it too (``ledger serve
+--tree``, :func:`start_service`). It loads the signing key (refusing one that group or others can
 read) and runs a thread that tries to become the leader with
 ``pg_try_advisory_lock`` on a dedicated connection; the others stand by and
 retry. The leader LISTENs on ``ledger_events`` (and polls), extends the
@@ -43,6 +44,7 @@ from ledger.settings import Settings
 log = structlog.get_logger("ledger.checkpoints")
 
 LEADER_LOCK = 0x1ED6E6  # advisory lock id held by the tree builder's leader
+APP_NAME = "ledger-tree"  # application_name of the tree builder's sessions
 WANT_CHANNEL = "ledger_checkpoint_wanted"
 # Under a stream of appends every group commit NOTIFYs; the builder extends at
 # most this often then (seconds), not once per commit: each extend rewrites the
@@ -149,7 +151,8 @@ class CheckpointService:
 
     def __init__(self, url: str, settings: Settings, keys: KeyHolder) -> None:
         self.url = url
-        self.conninfo = db.service_conninfo(url, settings.db_role)
+        # named, so an operator sees which process leads (pg_stat_activity)
+        self.conninfo = db.service_conninfo(url, settings.db_role, application_name=APP_NAME)
         self.settings = settings
         self.keys = keys
         self.stopping = threading.Event()
@@ -232,21 +235,34 @@ class CheckpointService:
                     break
 
 
-async def start_service(ctx: Any) -> Any:
-    """SERVICES entry: refuse to start on an unsafe key or another origin than the
-    ledger's, then run the leader thread."""
-    ctx.settings = await asyncio.to_thread(settings_with_stored_origin, ctx.settings, ctx.url)
-    keys = load_keys(ctx.settings)
-    ctx.extras["signing_keys"] = keys
-    service = CheckpointService(ctx.url, ctx.settings, keys)
+def start_thread(settings: Settings, url: str) -> CheckpointService:
+    """Refuse an unsafe key or another origin than the ledger's (before
+    anything starts), then run the leader thread."""
+    settings = settings_with_stored_origin(settings, url)
+    service = CheckpointService(url, settings, load_keys(settings))
     service.start()
+    return service
+
+
+def stop_thread(service: CheckpointService) -> None:
+    """Wake the leader out of its wait for appends, and join it."""
+    service.stopping.set()
+    with (
+        contextlib.suppress(psycopg.Error, OSError),
+        psycopg.connect(service.conninfo, autocommit=True, connect_timeout=5) as conn,
+    ):
+        conn.execute(q("proofs", "want_checkpoint"))
+    service.stop()
+
+
+async def start_service(ctx: Any) -> Any:
+    """An API process as a standby for the tree (``ledger serve --tree``, and
+    the tests' apps): a SERVICES-style entry that runs the leader thread beside
+    the requests. ``ledger run`` runs it in a process of its own instead."""
+    service = await asyncio.to_thread(start_thread, ctx.settings, ctx.url)
     ctx.extras["checkpoint_service"] = service
 
     async def stop() -> None:
-        service.stopping.set()
-        with contextlib.suppress(Exception):
-            async with ctx.pool.connection() as conn:
-                await conn.execute(q("proofs", "want_checkpoint"))
-        await asyncio.to_thread(service.stop)
+        await asyncio.to_thread(stop_thread, service)
 
     return stop

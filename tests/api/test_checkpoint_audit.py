@@ -88,7 +88,7 @@ def test_rewrite_with_a_rebuilt_tree_is_caught_by_consistency(
 
     key = keyring["auditor"]
     append_events(service_conn, 30)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings, tree=True)) as client:
         v = [vkey(client, key)]
         saved = note.open_checkpoint(wait_for_checkpoint(client, key, 35), v)[0]
         # the honest ledger grows: the saved checkpoint is consistent with the new one
@@ -102,7 +102,7 @@ def test_rewrite_with_a_rebuilt_tree_is_caught_by_consistency(
     rewrite_history(super_conn, 12)
     wipe_tree(super_conn)
     append_events(service_conn, 1)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings, tree=True)) as client:
         forged = note.open_checkpoint(wait_for_checkpoint(client, key, 41), v)[0]
         assert forged.size == 41
         # the forged ledger is consistent in itself...
@@ -168,7 +168,7 @@ def test_key_file_readable_by_others_stops_the_service(settings: Settings, key_f
     key_file.chmod(0o644)
     with (
         pytest.raises(signing.KeyFileError, match="group and others"),
-        TestClient(create_app(settings)),
+        TestClient(create_app(settings, tree=True)),
     ):
         pass
 
@@ -337,14 +337,14 @@ def test_a_ledger_keeps_the_origin_of_its_first_checkpoint(
     other = Settings(**{**given, "origin": "other.example/log"})
     with (
         pytest.raises(origin.OriginMismatch, match=f"set LEDGER_ORIGIN={ORIGIN}"),
-        TestClient(create_app(other)),
+        TestClient(create_app(other, tree=True)),
     ):
         pass
     # no origin given: the ledger's own is used, never the default
     monkeypatch.delenv("LEDGER_ORIGIN", raising=False)
     unset = Settings(**{k: v for k, v in given.items() if k != "origin"})
     assert unset.origin != ORIGIN
-    with TestClient(create_app(unset)) as c2:
+    with TestClient(create_app(unset, tree=True)) as c2:
         append_events(service_conn, 2)
         text = wait_for_checkpoint(c2, key, 5)
     assert note.Checkpoint.parse_text(text.split("\n\n")[0] + "\n").origin == ORIGIN

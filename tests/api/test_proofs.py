@@ -117,7 +117,7 @@ def test_a_proof_the_tree_cannot_reach_in_time_is_a_503_to_retry(
         ).fetchone() == (True,)
         for wait in (0.3, 0.0):
             fast = settings.model_copy(update={"checkpoint_wait_seconds": wait})
-            with TestClient(create_app(fast), raise_server_exceptions=False) as client:
+            with TestClient(create_app(fast, tree=True), raise_server_exceptions=False) as client:
                 a = auth(keyring["auditor"])
                 head = client.get("/audit/head", headers=a).json()["position"]
                 r = client.get(
@@ -208,7 +208,7 @@ def test_a_fresh_checkpoint_on_demand_when_the_head_is_ahead(
     slow = proof_settings(db_url, key_file).model_copy(
         update={"checkpoint_interval_seconds": 3600.0, "checkpoint_wait_seconds": 10.0}
     )
-    with TestClient(create_app(slow)) as client:
+    with TestClient(create_app(slow, tree=True)) as client:
         first = wait_for_checkpoint(client, keyring["agent"], 5)
         append_events(service_conn, 3)
         # the interval is an hour: only the request itself can have it signed

@@ -17,7 +17,6 @@ from ledger.api.models import PROBLEM_RESPONSE
 from ledger.db import q
 from ledger.events import Principal
 from ledger.proofs import store as tree_store
-from ledger.proofs.signing import KeyHolder
 from ledger.proofs.store import SignedCheckpoint, State
 from ledger.proofs.tiles import TileCache
 from ledger.witness import store as witness_store
@@ -80,6 +79,14 @@ async def _poll(ctx: Context, look: Callable[[], Awaitable[T]], done: Callable[[
     return got
 
 
+def _no_checkpoint() -> errors.Unavailable:
+    """Before the signer (``ledger tree``) has signed its first checkpoint."""
+    return errors.Unavailable(
+        "no checkpoint has been signed yet (is `ledger tree` running?); ask again shortly",
+        retry_after=1,
+    )
+
+
 async def _latest(ctx: Context) -> SignedCheckpoint | None:
     """The latest checkpoint, None before the first."""
     async with ctx.pool.connection() as conn:
@@ -103,7 +110,7 @@ async def latest_checkpoint(ctx: Ctx, _: Caller) -> PlainTextResponse:
     if behind:
         cp = await _poll(ctx, lambda: _latest(ctx), lambda c: c is not None and c.size >= head)
     if cp is None:
-        raise errors.Unavailable("no checkpoint has been signed yet; ask again shortly")
+        raise _no_checkpoint()
     async with ctx.pool.connection() as conn:  # with the witnesses' cosignatures so far
         text = await witness_store.cosigned(conn, cp)
     return PlainTextResponse(text, media_type=NOTE, headers={"X-Ledger-Tree-Size": str(cp.size)})
@@ -144,25 +151,23 @@ async def public_key(
     """The key that signed the latest checkpoint (first of its signers), so the
     key and ``GET /audit/checkpoint`` always go together: a key just rotated
     in is served once its announcement is covered by a checkpoint it signed.
-    Before the first checkpoint, the key the service will sign with. With
-    ``all=true``: every key that signed a checkpoint, so checkpoints from
-    before a rotation still verify."""
+    With ``all=true``: every key that signed a checkpoint, so checkpoints from
+    before a rotation still verify. Read from the database, as every answer
+    about the tree: the signer runs in a process of its own (``ledger tree``)
+    and signs its first checkpoint as soon as it starts; before that this
+    waits for it (bounded), then 503."""
+    cp = await _poll(ctx, lambda: _latest(ctx), lambda c: c is not None)
+    if cp is None or not cp.vkeys:
+        raise _no_checkpoint()
     if all_:
         async with ctx.pool.connection() as conn:
             cur = await conn.execute(q("log", "signing_keys"))
             rows = await cur.fetchall()
         keys = [{"vkey": v, "from_size": int(a), "to_size": int(b)} for v, a, b in rows]
-        if not keys:
-            holder: KeyHolder = ctx.extras["signing_keys"]
-            keys = [{"vkey": holder.get().verifier.vkey, "from_size": None, "to_size": None}]
         if "application/json" in request.headers.get("accept", ""):
             return JSONResponse({"keys": keys})
         return PlainTextResponse("".join(f"{k['vkey']}\n" for k in keys), media_type=NOTE)
-    cp = await _latest(ctx)
-    if cp is not None and cp.vkeys:
-        return PlainTextResponse(cp.vkeys[0] + "\n", media_type=NOTE)
-    keys_: KeyHolder = ctx.extras["signing_keys"]
-    return PlainTextResponse(keys_.get().verifier.vkey + "\n", media_type=NOTE)
+    return PlainTextResponse(cp.vkeys[0] + "\n", media_type=NOTE)
 
 
 class TreeCatchingUp(errors.Unavailable):
