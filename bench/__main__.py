@@ -72,6 +72,55 @@ def ratios(rows: list[Row], config: Config) -> list[Ratio]:
     out.append(
         Ratio("HTTP submit: ledger p99 (ms)", "< 50 ms", p99, None if p99 is None else p99 < 50)
     )
+    out.append(
+        _ratio(
+            rows,
+            "HTTP submit: ledger serve alone / floor",
+            "≥ 0.5",
+            "http.serve",
+            "http.floor",
+            0.5,
+        )
+    )
+    p99 = _p99(rows, "http.serve")
+    out.append(
+        Ratio(
+            "HTTP submit: ledger serve alone p99 (ms)",
+            "< 50 ms",
+            p99,
+            None if p99 is None else p99 < 50,
+        )
+    )
+    for n in config.scale_workers:
+        out.append(
+            _ratio(
+                rows,
+                f"HTTP submit, {n} workers: ledger / floor ({n} workers)",
+                "≥ 0.5",
+                f"http.ledger.w{n}",
+                f"http.floor.w{n}",
+                0.5,
+            )
+        )
+        out.append(
+            _ratio(
+                rows,
+                f"HTTP submit: ledger {n} workers / 1 worker",
+                "(scaling)",
+                f"http.ledger.w{n}",
+                "http.ledger",
+                0.0,
+            )
+        )
+        p99 = _p99(rows, f"http.ledger.w{n}")
+        out.append(
+            Ratio(
+                f"HTTP submit, {n} workers: ledger p99 (ms)",
+                "< 50 ms",
+                p99,
+                None if p99 is None else p99 < 50,
+            )
+        )
     out += [
         _ratio(
             rows,
@@ -325,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             "append_warmup": config.append_warmup,
             "connections": config.connections,
             "workers": config.workers,
+            "scale_workers": list(config.scale_workers),
             "writers": list(config.writers),
             "batch_writers": config.batch_writers,
             "big_events": config.big_events,

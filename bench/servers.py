@@ -71,6 +71,49 @@ def uvicorn(factory: str, env: dict[str, str], workers: int) -> Iterator[int]:
                 proc.wait()
 
 
+@contextlib.contextmanager
+def ledger(command: str, env: dict[str, str], workers: int) -> Iterator[int]:
+    """``ledger run`` or ``ledger serve`` exactly as deployed (its own session,
+    so its companions go with it) on a free port; yields the port once
+    ``/health`` answers. Stopped with SIGTERM to the whole group."""
+    import signal
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "ledger", command, "--port", str(port)]
+    cmd += ["--workers", str(workers)]
+    full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        cmd,
+        env=full_env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,  # its start-up lines; a failure shows as its exit code
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ledger {command} exited with {proc.returncode}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2.0).is_success:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ledger {command} did not answer within 60 s")
+            time.sleep(0.1)
+        yield port
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
 def routes(port: int) -> set[tuple[str, str]]:
     """(METHOD, path) pairs the server's OpenAPI document lists."""
     doc = httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=10.0).json()

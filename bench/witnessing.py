@@ -94,7 +94,8 @@ def _latency_row(b: Bench, url: str, home: str, ws: list[tuple[str, str]]) -> Ro
     count = 5 if b.config.mode != "full" else 20
     agent = {"Authorization": f"Bearer {make_key(url, 'bench-w-agent', 'agent')}"}
     auditor = {"Authorization": f"Bearer {make_key(url, 'bench-w-auditor', 'auditor')}"}
-    with servers.uvicorn("ledger.api.app:create_app", _env(url, home, ws), 1) as port:
+    # as deployed: the witness submitter runs in `ledger tree`, beside the checkpointer
+    with servers.ledger("run", _env(url, home, ws), 1) as port:
         base = f"http://127.0.0.1:{port}"
         all_ms: list[float] = []
         with httpx.Client(base_url=base, timeout=30) as c:
@@ -137,7 +138,9 @@ def _one(b: Bench, key: str, system: str, home: Path) -> Row:
         if key == "witness.latency":
             return _latency_row(b, url, str(home), ws)
         env = _env(url, str(home), ws if key.endswith(".on") else [])
-        row = _http_rows(b, key, system, "ledger.api.app:create_app", env, url)
+        row = _http_rows(
+            b, key, system, lambda w: servers.ledger("run", env, w), url, b.config.workers
+        )
     row.workload = f"HTTP submit, {b.config.connections} conns, witnessing off/on"
     return row
 

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ class Config:
     batch_size: int = 50
     connections: int = 64
     workers: int = 1
+    scale_workers: tuple[int, ...] = (2, 4)  # HTTP rows again with this many workers
     big_events: int = 1_000_000
     copy_rows: int = 200_000
     scale_events: int = 10_000_000
@@ -82,6 +84,7 @@ class Config:
                 append_seconds=0.3,
                 append_warmup=0.05,
                 writers=(1, 8),
+                scale_workers=(),
                 batch_writers=2,
                 connections=8,
                 big_events=3_000,
@@ -150,13 +153,17 @@ def xact_commits(url: str) -> int:
 
 
 def _http_rows(
-    b: Bench, key: str, system: str, factory: str, env: dict[str, str], url: str | None
+    b: Bench,
+    key: str,
+    system: str,
+    serve: Callable[[int], contextlib.AbstractContextManager[int]],
+    url: str | None,
+    workers: int,
 ) -> Row:
-    """Serve ``factory`` with uvicorn and drive it with the load generator."""
+    """Serve with ``serve(workers)`` (yields the port) and drive it with the load generator."""
     c = b.config
     row = Row(key, "HTTP submit, 64 connections", system, "req/s")
-    row.workload = f"HTTP submit, {c.connections} connections, {c.workers} worker(s)"
-    with servers.uvicorn(factory, env, c.workers) as port:
+    with serve(workers) as port:
         spec: dict[str, Any] = {
             "port": port,
             "method": "POST",
@@ -167,19 +174,10 @@ def _http_rows(
             "seconds": c.http_seconds,
             "warmup": c.http_warmup,
         }
-        if key == "http.ledger" or key.startswith("witness."):  # bench/witnessing.py
+        if key.startswith(("http.ledger", "http.serve", "witness.")):  # bench/witnessing.py
             assert url is not None
-            if ("POST", "/tasks") in servers.routes(port):
-                spec["headers"] = {
-                    "Authorization": f"Bearer {make_key(url, 'bench-agent', 'agent')}"
-                }
-                row.note = "POST /tasks"
-            else:
-                admin = make_key(url, "bench-admin", "admin")
-                spec["headers"] = {"Authorization": f"Bearer {admin}"}
-                spec["path"] = "/admin/keys"
-                spec["body"] = '{"name": "bench-{n}", "role": "agent"}'
-                row.note = "stand-in: POST /admin/keys (POST /tasks not built yet)"
+            spec["headers"] = {"Authorization": f"Bearer {make_key(url, 'bench-agent', 'agent')}"}
+            row.note = "POST /tasks"
         before = xact_commits(url) if url else 0
         total = 0
         for _ in range(c.reps):
@@ -195,57 +193,79 @@ def _http_rows(
     if url:
         time.sleep(0.6)  # closed connections flush their statistics
         row.commits_per_event = (xact_commits(url) - before - 1) / max(1, total)
+    row.workload = f"HTTP submit, {c.connections} conns, {workers} worker(s)"
     return row
+
+
+def _ledger(command: str, url: str) -> Callable[[int], contextlib.AbstractContextManager[int]]:
+    env = {"LEDGER_LOG_LEVEL": "warning", "LEDGER_LOG_FORMAT": "json", "LEDGER_DATABASE_URL": url}
+    return lambda workers: servers.ledger(command, env, workers)
+
+
+def _factory(
+    name: str, env: dict[str, str]
+) -> Callable[[int], contextlib.AbstractContextManager[int]]:
+    return lambda workers: servers.uvicorn(name, env, workers)
+
+
+# (key suffix, `ledger` command, system): the deployed topology first
+LEDGER_HTTP = [
+    ("ledger", "run", "ledger run (API + projection runner + tree builder)"),
+    ("serve", "serve", "ledger serve alone (API only)"),
+]
+FLOOR = "HTTP floor (no database)"
 
 
 def http_submit(b: Bench) -> list[Row]:
     c = b.config
     rows: list[Row] = []
-    env_common = {"LEDGER_LOG_LEVEL": "warning", "LEDGER_LOG_FORMAT": "json"}
-    with b.server.database("http_ledger") as url:
-        rows.append(
-            _guard(
-                "http.ledger",
-                "HTTP submit",
-                "ledger",
-                lambda: _http_rows(
-                    b,
-                    "http.ledger",
-                    "ledger",
-                    "ledger.api.app:create_app",
-                    {**env_common, "LEDGER_DATABASE_URL": url},
-                    url,
-                ),
+    for suffix, command, system in LEDGER_HTTP:
+        key = f"http.{suffix}"
+        with b.server.database(f"http_{suffix}") as url:
+            rows.append(
+                _guard(
+                    key,
+                    "HTTP submit",
+                    system,
+                    partial(_http_rows, b, key, system, _ledger(command, url), url, c.workers),
+                )
             )
-        )
+    orig = "original design (SQLAlchemy, commit per request)"
     with b.server.database("http_orch", schema=False) as url:
+        serve = _factory("bench.apps:orchestrator_app", {"BENCH_DATABASE_URL": url})
         rows.append(
             _guard(
                 "http.original",
                 "HTTP submit",
-                "original design (SQLAlchemy, commit per request)",
-                lambda: _http_rows(
-                    b,
-                    "http.original",
-                    "original design (SQLAlchemy, commit per request)",
-                    "bench.apps:orchestrator_app",
-                    {"BENCH_DATABASE_URL": url},
-                    url,
-                ),
+                orig,
+                partial(_http_rows, b, "http.original", orig, serve, url, c.workers),
             )
         )
+    floor = _factory("bench.apps:floor_app", {})
     rows.append(
         _guard(
             "http.floor",
             "HTTP submit",
-            "HTTP floor (no database)",
-            lambda: _http_rows(
-                b, "http.floor", "HTTP floor (no database)", "bench.apps:floor_app", {}, None
-            ),
+            FLOOR,
+            partial(_http_rows, b, "http.floor", FLOOR, floor, None, c.workers),
         )
     )
-    for r in rows:
-        r.workload = f"HTTP submit, {c.connections} conns, {c.workers} worker(s)"
+    # what more cores buy: the deployed topology and the floor with N uvicorn workers
+    for n in c.scale_workers:
+        with b.server.database(f"http_w{n}") as url:
+            key, system = f"http.ledger.w{n}", LEDGER_HTTP[0][2]
+            rows.append(
+                _guard(
+                    key,
+                    "HTTP submit",
+                    system,
+                    partial(_http_rows, b, key, system, _ledger("run", url), url, n),
+                )
+            )
+        key = f"http.floor.w{n}"
+        rows.append(
+            _guard(key, "HTTP submit", FLOOR, partial(_http_rows, b, key, FLOOR, floor, None, n))
+        )
     return rows
 
 
@@ -773,7 +793,8 @@ def served_big_ledger(b: Bench) -> Iterator[Served]:
             "LEDGER_LOG_FORMAT": "json",
         }
         t0 = time.perf_counter()
-        with servers.uvicorn("ledger.api.app:create_app", env, 1) as port:
+        # the API with the tree builder beside it (ledger serve --tree): one process to start
+        with servers.uvicorn("ledger.api.app:create_app_with_tree", env, 1) as port:
             with psycopg.connect(url) as conn:
                 head_row = conn.execute("SELECT position FROM ledger_head WHERE id").fetchone()
             head = int(head_row[0]) if head_row else 0
