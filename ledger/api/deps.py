@@ -4,6 +4,7 @@ with the checked body, ``If-Match`` and ``Idempotency-Key``."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -33,6 +34,8 @@ class Context:
     pool: AsyncConnectionPool
     appender: Appender
     auth_cache: dict[bytes, tuple[float, Principal | None]] = field(default_factory=dict)
+    # look-ups of a key in flight: the requests that miss the cache together share one
+    auth_pending: dict[bytes, asyncio.Future[Principal | None]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -48,9 +51,22 @@ Ctx = Annotated[Context, Depends(get_ctx)]
 
 async def _lookup(ctx: Context, digest: bytes) -> Principal | None:
     now = time.monotonic()
-    expires, cached = ctx.auth_cache.get(digest, (now, None))
-    if expires > now:
-        return cached
+    hit = ctx.auth_cache.get(digest)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    # When an entry lapses under load, every connection using that key misses
+    # at once (64 look-ups a second for one agent at 64 connections, each a pool
+    # connection and a query): the first reads, the others await its answer.
+    pending = ctx.auth_pending.get(digest)
+    if pending is None:
+        # a task of its own: a client that goes away cancels its wait, not the read
+        pending = asyncio.ensure_future(_read_principal(ctx, digest, now))
+        ctx.auth_pending[digest] = pending
+        pending.add_done_callback(lambda _: ctx.auth_pending.pop(digest, None))
+    return await asyncio.shield(pending)
+
+
+async def _read_principal(ctx: Context, digest: bytes, now: float) -> Principal | None:
     async with ctx.pool.connection() as conn:
         cur = await conn.execute(q("events", "principal_by_key"), {"key_sha256": digest})
         row = await cur.fetchone()
