@@ -144,6 +144,14 @@ def ratios(rows: list[Row], config: Config) -> list[Ratio]:
         _ratio(
             rows, "verify offline / read limit", "≥ 0.7", "verify.offline", "verify.readlimit", 0.7
         ),
+        _ratio(
+            rows,
+            "verify offline: every core / one process",
+            "(scaling)",
+            "verify.offline",
+            "verify.offline1",
+            0.0,
+        ),
     ]
     lag = _p99(rows, "lag2000.ledger")
     out.append(

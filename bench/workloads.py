@@ -31,7 +31,6 @@ from bench.pg import Server, libpq_params
 from bench.results import NOT_BUILT, Row, percentile
 from ledger import db, errors, keys
 from ledger.appender import Appender, append_sync
-from ledger.audit.chain import verify_file
 from ledger.clock import uuid7
 from ledger.events import NewEvent, StreamAppend
 
@@ -636,14 +635,36 @@ def _export(url: str, path: Path) -> int:
     return n
 
 
-def _verify_offline(path: Path, n: int) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    with path.open("rb") as f:
-        result = verify_file(f)
-    elapsed = time.perf_counter() - t0
-    if not result.ok or result.count != n:
-        raise RuntimeError(f"offline verification failed: {result}")
-    return {"per_second": n / elapsed}
+# `ledger verify FILE [--jobs N]` as an auditor runs it, under a parent that
+# reports the peak resident set of the largest of its processes (KiB on Linux)
+_RSS_WRAPPER = (
+    "import resource, subprocess, sys, time\n"
+    "t0 = time.perf_counter()\n"
+    "p = subprocess.run([sys.executable, '-m', 'ledger', 'verify', *sys.argv[1:]],"
+    " capture_output=True, text=True)\n"
+    "took = time.perf_counter() - t0\n"
+    "print(p.returncode, took, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "sys.stderr.write(p.stdout + p.stderr)\n"
+)
+
+
+def _verify_offline(path: Path, n: int, jobs: int | None, rss: list[float]) -> dict[str, Any]:
+    import subprocess
+    import sys
+
+    argv = [str(path), *(["--jobs", str(jobs)] if jobs else [])]
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_WRAPPER, *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=servers.ROOT,
+    )
+    code, took, maxrss = out.stdout.split()
+    if code != "0" or f"({n} events)" not in out.stderr:
+        raise RuntimeError(f"offline verification failed: {out.stderr.strip()[:200]}")
+    rss.append(int(maxrss) / 1024)
+    return {"per_second": n / float(took)}
 
 
 def _read_limit(url: str, n: int) -> dict[str, Any]:
@@ -665,6 +686,9 @@ def _read_limit(url: str, n: int) -> dict[str, Any]:
     if count != n:
         raise RuntimeError(f"read {count} rows, expected {n}")
     return {"per_second": n / elapsed}
+
+
+OFFLINE = "ledger, offline (the ledger verify command on the export, every core)"
 
 
 def verification(b: Bench) -> list[Row]:
@@ -691,20 +715,31 @@ def verification(b: Bench) -> list[Row]:
     ]
     with tempfile.TemporaryDirectory(prefix="ledger-bench-export-") as tmp:
         path = Path(tmp) / "ledger.ndjson"
+        exported: dict[str, int] = {}
 
         def offline() -> Row:
             t0 = time.perf_counter()
-            count = _export(url, path)
+            count = exported["count"] = _export(url, path)
             took = time.perf_counter() - t0
-            row = Row(
-                "verify.offline", wl, "ledger, offline (ledger verify on the export)", "events/s"
+            row = Row("verify.offline", wl, OFFLINE, "events/s")
+            rss: list[float] = []
+            _reps(row, c.reps, lambda: _verify_offline(path, count, None, rss))
+            mib = path.stat().st_size / 2**20
+            row.note = (
+                f"export took {took:.1f} s ({count / took:,.0f} events/s), {mib:,.0f} MiB;"
+                f" peak RSS {max(rss):,.0f} MiB (largest of its processes)"
             )
-            row.note = f"export took {took:.1f} s ({count / took:,.0f} events/s)"
-            return _reps(row, c.reps, lambda: _verify_offline(path, count))
+            return row
 
-        rows.append(
-            _guard("verify.offline", wl, "ledger, offline (ledger verify on the export)", offline)
-        )
+        def offline_one() -> Row:
+            row = Row("verify.offline1", wl, OFFLINE + ", --jobs 1", "events/s")
+            rss: list[float] = []
+            _reps(row, c.reps, lambda: _verify_offline(path, exported["count"], 1, rss))
+            row.note = f"one process; peak RSS {max(rss):,.0f} MiB"
+            return row
+
+        rows.append(_guard("verify.offline", wl, OFFLINE, offline))
+        rows.append(_guard("verify.offline1", wl, OFFLINE + ", --jobs 1", offline_one))
     rows.append(
         _guard(
             "verify.readlimit",

@@ -9,6 +9,7 @@ from typing import Any
 
 from ledger.audit.chain import verify_file
 from ledger.audit.offline import Failed, check_files, is_audit_bundle, is_receipt
+from ledger.audit.parallel import verify_path
 from ledger.audit.witnessed import Policy, PolicyFailed
 
 HELP = "verify an export bundle offline (no database, no network)"
@@ -29,6 +30,13 @@ def _parse_hash(text: str) -> str:
 
 def configure(v: argparse.ArgumentParser) -> None:
     v.add_argument("file", nargs="?", help="NDJSON export bundle or audit bundle, or - for stdin")
+    v.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes that parse and hash the bundle's lines (default: one per core)",
+    )
     v.add_argument("--anchor", type=_parse_hash, help="hash of the event before the bundle's first")
     v.add_argument(
         "--expect-head",
@@ -86,9 +94,12 @@ def run(args: Any) -> int:
     if args.file is None:
         print("ledger: give an export bundle FILE (or - for stdin)", file=sys.stderr)
         return 2
-    opened = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
-    with opened as f:
-        result = verify_file(f, anchor=args.anchor, expect_head=args.expect_head)
+    if args.file == "-":
+        result = verify_file(sys.stdin.buffer, anchor=args.anchor, expect_head=args.expect_head)
+    else:
+        result = verify_path(
+            args.file, anchor=args.anchor, expect_head=args.expect_head, jobs=args.jobs
+        )
     if result.ok:
         print(
             f"OK: positions {result.verified_from}..{result.verified_to} verify "

@@ -1,0 +1,181 @@
+"""``ledger verify`` on every core: the export's lines parsed, checked and
+hashed in worker processes, chunk by chunk, the links between chunks checked
+in order here.
+
+Each line's hash is independent of the others; only the links (position,
+``prev_hash``, ``recorded_at``, per-stream versions) are sequential. A worker
+takes a chunk of whole lines and checks everything inside it with the same
+rules as :func:`ledger.audit.chain.verify_events`, starting from the chunk's
+own first event; it returns what the next chunk must join to: the first and
+last event's link fields and each stream's first and last version. Here, the
+chunks are joined in file order.
+
+This path only ever says OK. At the first doubt anywhere (a failure in a
+chunk or at a join) the file is verified again from its start by the
+sequential verifier, which says what failed and where, word for word as it
+always has: a failure costs one more pass, a good export is read once.
+
+The file is read a chunk at a time, with a bounded number of chunks in
+flight: memory stays flat whatever the file's size (but for the per-stream
+versions, which any verifier keeps).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from dataclasses import dataclass
+from typing import IO, Any
+
+import orjson
+
+from ledger.audit.chain import ChainVerifier, Result, check_shape, link_error, verify_file
+from ledger.canonical import ZERO_HASH, compute_event_hash
+
+CHUNK_BYTES = 1 << 20  # ~2,000 events of a typical export
+MIN_PARALLEL_BYTES = 4 * CHUNK_BYTES  # below this, one process is quicker than starting more
+
+
+@dataclass(slots=True)
+class Chunk:
+    """What a chunk's events must join to (all checked inside it)."""
+
+    count: int
+    first: tuple[int, str, str]  # position, prev_hash, recorded_at of its first event
+    last: tuple[int, str, str]  # position, hash, recorded_at of its last event
+    streams: dict[str, tuple[int, int]]  # stream -> (first, last) version in the chunk
+    seen_head: bool
+
+
+def check_chunk(data: bytes, expect_head: tuple[int, str] | None) -> Chunk | None:
+    """Check a chunk of whole lines in itself; None at the first failure."""
+    v: ChainVerifier | None = None
+    first: tuple[int, str, str] | None = None
+    firsts: dict[str, int] = {}
+    seen_head = False
+    try:
+        for line in data.split(b"\n"):
+            if not line.strip():
+                continue
+            event = orjson.loads(line)
+            p, s, ver, ra, ph, h = check_shape(event, 0)
+            if v is None:
+                first = (p, ph, ra)
+                v = ChainVerifier(start=p, anchor=ph)
+            v.check(p, s, ver, ra, ph, h, compute_event_hash(event))
+            firsts.setdefault(s, ver)
+            if expect_head and p == expect_head[0]:
+                if h != expect_head[1]:
+                    return None
+                seen_head = True
+    except Exception:  # any doubt: the sequential verifier will say what it is
+        return None
+    if v is None or first is None:
+        return Chunk(0, (0, "", ""), (0, "", ""), {}, False)
+    assert v.prev_hash is not None and v.expected_position is not None
+    last = (v.expected_position - 1, v.prev_hash, v.last_recorded_at)
+    streams = {s: (fv, v.versions[s]) for s, fv in firsts.items()}
+    return Chunk(v.count, first, last, streams, seen_head)
+
+
+class _Join:
+    """The chunks joined in file order, by the sequential verifier's rules."""
+
+    def __init__(self, anchor: str | None) -> None:
+        self.anchor = anchor
+        self.expected: int | None = None
+        self.prev: str | None = anchor
+        self.last_ra = ""
+        self.versions: dict[str, int] = {}
+        self.first: int | None = None
+        self.count = 0
+        self.seen_head = False
+
+    def add(self, c: Chunk) -> bool:
+        """False when ``c`` does not join what came before it."""
+        if not c.count:
+            return True
+        p, ph, ra = c.first
+        if self.expected is None:  # as ChainVerifier.check does for its first event
+            self.expected = p if self.prev is not None else 1
+        if self.prev is None and p == 1:
+            self.prev = ZERO_HASH
+        if link_error(p, ph, self.expected, self.prev, first=not self.count) or ra < self.last_ra:
+            return False
+        versions = self.versions
+        for s, (fv, lv) in c.streams.items():
+            known = versions.get(s)
+            if known is not None and fv != known + 1:
+                return False
+            versions[s] = lv
+        if self.first is None:
+            self.first = p
+        self.expected, self.prev, self.last_ra = c.last[0] + 1, c.last[1], c.last[2]
+        self.count += c.count
+        self.seen_head |= c.seen_head
+        return True
+
+
+def _chunks(f: IO[bytes]) -> Any:
+    """Whole lines, about CHUNK_BYTES at a time."""
+    rest = b""
+    while block := f.read(CHUNK_BYTES):
+        data = rest + block
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            rest = data
+            continue
+        rest = data[cut + 1 :]
+        yield data[: cut + 1]
+    if rest:
+        yield rest
+
+
+def default_jobs() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def verify_path(
+    path: str,
+    *,
+    anchor: str | None = None,
+    expect_head: tuple[int, str] | None = None,
+    jobs: int | None = None,
+) -> Result:
+    """What ``ledger verify FILE`` says: the same as :func:`verify_file` on it,
+    parsed and hashed on ``jobs`` processes (default: every core)."""
+    jobs = jobs or default_jobs()
+    if jobs < 2 or os.path.getsize(path) < MIN_PARALLEL_BYTES:
+        with open(path, "rb") as f:
+            return verify_file(f, anchor=anchor, expect_head=expect_head)
+    ok = _parallel(path, anchor, expect_head, jobs)
+    if ok is not None:
+        return ok
+    with open(path, "rb") as f:  # a doubt: the sequential verifier says what and where
+        return verify_file(f, anchor=anchor, expect_head=expect_head)
+
+
+def _parallel(
+    path: str, anchor: str | None, expect_head: tuple[int, str] | None, jobs: int
+) -> Result | None:
+    join = _Join(anchor)
+    with (
+        open(path, "rb") as f,
+        multiprocessing.get_context().Pool(jobs) as pool,
+    ):
+        pending: deque[Any] = deque()
+        for data in _chunks(f):
+            pending.append(pool.apply_async(check_chunk, (data, expect_head)))
+            if len(pending) > 2 * jobs:  # bounded: the file is never all in memory
+                c = pending.popleft().get()
+                if c is None or not join.add(c):
+                    return None
+        while pending:
+            c = pending.popleft().get()
+            if c is None or not join.add(c):
+                return None
+    if not join.count or (expect_head and not join.seen_head):
+        return None
+    assert join.expected is not None
+    return Result(True, join.first, join.expected - 1, join.prev, count=join.count)
