@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS events (
     stream      text        NOT NULL CHECK (stream ~ '^[a-z][a-z0-9_]*-[A-Za-z0-9][A-Za-z0-9_.:-]*$'
                                             AND length(stream) - strpos(stream, '-') <= 200),
     version     bigint      NOT NULL CHECK (version >= 1),
-    type        text        NOT NULL CHECK (type ~ '^[A-Z][A-Za-z0-9]{0,99}$'),
+    -- the same rule as '^[A-Z][A-Za-z0-9]{0,99}$' (the ledger's first form),
+    -- which cost ~4 µs an event in every append for the same reason
+    type        text        NOT NULL CHECK (type ~ '^[A-Z][A-Za-z0-9]*$' AND length(type) <= 100),
     recorded_at timestamptz NOT NULL,
     prev_hash   bytea       NOT NULL CHECK (length(prev_hash) = 32),
     hash        bytea       NOT NULL CHECK (length(hash) = 32),
@@ -61,6 +63,20 @@ CREATE TABLE IF NOT EXISTS events (
     CONSTRAINT events_stream_version_key UNIQUE (stream, version)
 );
 CREATE INDEX IF NOT EXISTS events_type_position_idx ON events (type, position);
+-- A ledger made with the first form of the type CHECK takes the cheaper,
+-- equivalent one (every stored type passes both; checked as it is added).
+DO $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM pg_constraint
+         WHERE conrelid = 'events'::regclass AND conname = 'events_type_check'
+           AND pg_get_constraintdef(oid) LIKE '%{0,99}%'
+    ) THEN
+        ALTER TABLE events DROP CONSTRAINT events_type_check,
+            ADD CONSTRAINT events_type_check
+                CHECK (type ~ '^[A-Z][A-Za-z0-9]*$' AND length(type) <= 100);
+    END IF;
+END $$;
 
 -- Queries that want jsonb derive it from the canonical bytes. jsonb cannot
 -- hold U+0000, which JSON (and so the ledger) admits: the derived value
@@ -309,6 +325,38 @@ BEGIN
         UPDATE ledger_head SET position = h_pos, hash = h_hash, recorded_at = ts WHERE id;
         PERFORM pg_notify('ledger_events', h_pos::text);
     END IF;
+END $$;
+
+-- The first step of a large batch's append (ledger/copy_append.py), in the
+-- batch's transaction: lock the head exactly as ledger_append does and say
+-- where the chain stands, the batch's timestamp (the same rule: never before
+-- the head's), each named stream's version and each named idempotency key's
+-- earlier use. The caller chains in Python, COPYs the rows into events and
+-- moves the head before it commits; the lock is held until then.
+CREATE OR REPLACE FUNCTION ledger_append_begin(
+    p_streams    text[],
+    p_idem_actor text[],
+    p_idem_key   text[]
+) RETURNS TABLE (o_kind text, o_stream text, o_key text, o_position bigint,
+                 o_last bigint, o_hash bytea, o_text text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    h_ts timestamptz;
+BEGIN
+    SELECT h.position, h.hash, h.recorded_at INTO o_position, o_hash, h_ts
+      FROM ledger_head h WHERE h.id FOR UPDATE;
+    o_kind := 'head'; o_stream := NULL; o_key := NULL; o_last := NULL;
+    o_text := to_char(greatest(clock_timestamp(), h_ts) AT TIME ZONE 'UTC',
+                      'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+    RETURN NEXT;
+    RETURN QUERY
+        SELECT 'stream', ev.stream, NULL::text, max(ev.version), NULL::bigint, NULL::bytea, NULL::text
+          FROM events ev WHERE ev.stream = ANY (p_streams) GROUP BY ev.stream;
+    RETURN QUERY
+        SELECT 'idem', k.actor, k.key, k.first_position, k.last_position, k.request_sha256, NULL::text
+          FROM idempotency_keys k
+          JOIN unnest(p_idem_actor, p_idem_key) AS u(actor, key)
+            ON k.actor = u.actor AND k.key = u.key;
 END $$;
 
 -- Grants: the service reads and appends; it never updates or deletes events.

@@ -3,7 +3,8 @@
 Every :class:`StreamAppend` handed to :meth:`Appender.append` waits in a
 queue; one task takes whatever has gathered (up to ``max_batch_events``) and
 hands it to the ``ledger_append`` SQL function in one statement on an
-autocommit connection. That statement is the whole transaction: it locks the
+autocommit connection (a batch of ``COPY_MIN_EVENTS`` or more is chained
+here under the same lock and COPYed in instead: ``ledger.copy_append``). That statement is the whole transaction: it locks the
 head row, checks each append's expected version and idempotency key, chains
 and inserts the events, moves the head and NOTIFYs; its commit is the group
 commit. While it runs, the next batch gathers. An append is answered only
@@ -26,6 +27,7 @@ import psycopg
 import structlog
 
 from ledger import db, errors
+from ledger.copy_append import COPY_MIN_EVENTS, append_copy
 from ledger.events import Envelope, StreamAppend
 
 log = structlog.get_logger("ledger.appender")
@@ -189,8 +191,12 @@ class Appender:
             if self._conn is None or self._conn.closed:
                 await self._connect()
             assert self._conn is not None
-            cur = await self._conn.execute(db.q("events", "append"), _params(appends))
-            rows = await cur.fetchall()
+            if sum(len(a.events) for a in appends) >= COPY_MIN_EVENTS:
+                # chained here and COPYed in: the same rows, hashes and answers
+                rows: Sequence[tuple[Any, ...]] = await append_copy(self._conn, appends)
+            else:
+                cur = await self._conn.execute(db.q("events", "append"), _params(appends))
+                rows = await cur.fetchall()
         except psycopg.Error as exc:
             if (
                 len(batch) > 1

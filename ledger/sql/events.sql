@@ -7,6 +7,21 @@
 SELECT * FROM ledger_append(%b::text[], %b::bigint[], %b::text[], %b::text[],
                             %b::bytea[], %b::int[], %b::text[], %b::bytea[])
 
+-- name: append_begin
+-- The COPY path of a large batch (ledger/copy_append.py): lock and read, see schema.sql.
+SELECT * FROM ledger_append_begin(%b::text[], %b::text[], %b::text[])
+
+-- name: append_finish
+-- ... and after its COPY: the batch's idempotency keys, the head moved, NOTIFY.
+WITH keys AS (
+    INSERT INTO idempotency_keys (actor, key, request_sha256, stream, first_position, last_position)
+    SELECT * FROM unnest(%(actors)b::text[], %(keys)b::text[], %(digests)b::bytea[],
+                         %(streams)b::text[], %(firsts)b::bigint[], %(lasts)b::bigint[])
+), head AS (
+    UPDATE ledger_head SET position = %(position)b, hash = %(hash)b, recorded_at = %(at)b WHERE id
+)
+SELECT pg_notify('ledger_events', %(position)b::text)
+
 -- name: head
 -- (not recorded_at: it is -infinity until the first append, which Python cannot load)
 SELECT position, hash FROM ledger_head WHERE id
