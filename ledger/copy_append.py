@@ -105,7 +105,9 @@ class _Chain:
             t = e.type.encode()
             # position, stream, version, type, recorded_at, prev_hash, hash, canonical
             self.rows.append(
-                pack(f"!hiqi{len(s)}siqi{len(t)}s", 8, 8, self.position, len(s), s, 8, cur, len(t), t)
+                pack(
+                    f"!hiqi{len(s)}siqi{len(t)}s", 8, 8, self.position, len(s), s, 8, cur, len(t), t
+                )
                 + ts_field
                 + pack("!i32si32si", 32, prev, 32, self.hash, len(canon))
                 + canon
