@@ -185,6 +185,26 @@ def ratios(rows: list[Row], config: Config) -> list[Ratio]:
                 0.9,
             )
         )
+        out.append(
+            _ratio(
+                rows,
+                f"HTTP submit with {config.scale_events:,} stored / empty",
+                "≥ 0.9",
+                "scale.http.full",
+                "scale.http.empty",
+                0.9,
+            )
+        )
+        hf, he = _p99(rows, "scale.http.full"), _p99(rows, "scale.http.empty")
+        out.append(
+            Ratio(
+                f"HTTP submit p99 with {config.scale_events:,} stored (ms)",
+                "< 50 ms",
+                hf,
+                None if hf is None else hf < 50,
+                f"empty: {he:.1f} ms" if he else "",
+            )
+        )
         full, empty = _p99(rows, "scale.full"), _p99(rows, "scale.empty")
         v = full / empty if full and empty else None
         out.append(

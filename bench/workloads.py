@@ -173,7 +173,8 @@ def _http_rows(
             "seconds": c.http_seconds,
             "warmup": c.http_warmup,
         }
-        if key.startswith(("http.ledger", "http.serve", "witness.")):  # bench/witnessing.py
+        # ours (bench/witnessing.py's too): an agent's key, POST /tasks
+        if key.startswith(("http.ledger", "http.serve", "scale.http", "witness.")):
             assert url is not None
             spec["headers"] = {"Authorization": f"Bearer {make_key(url, 'bench-agent', 'agent')}"}
             row.note = "POST /tasks"
@@ -1259,12 +1260,27 @@ def scale(b: Bench) -> list[Row]:
             for row in (empty, full):
                 if cpe[row.key]:
                     row.commits_per_event = statistics.fmean(cpe[row.key])
+            # HTTP submit on both, with `ledger serve` alone: the runner and the tree
+            # builder would spend the run catching up with a ledger built by COPY
+            for key, system, u in (
+                ("scale.http.empty", "ledger serve alone, empty", url),
+                ("scale.http.full", f"ledger serve alone, {c.scale_events:,} stored", full_url),
+            ):
+                http.append(
+                    _guard(
+                        key,
+                        "HTTP submit",
+                        system,
+                        partial(_http_rows, b, key, system, _ledger("serve", u), u, c.workers),
+                    )
+                )
             return full
 
+        http: list[Row] = []
         got = _guard("scale.full", wl, full.system, run)
     if not got.ok:
         empty.status = "error: see the row below"
-    return [empty, got]
+    return [empty, got, *http]
 
 
 def _guard(key: str, workload: str, system: str, run: Callable[[], Row]) -> Row:
