@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from ledger.proofs import note
 from ledger.proofs.checkpointer import APP_NAME
 from tests.support import ROOT, auth, create_key, ledger_process, wait_until
 
@@ -120,7 +121,8 @@ def test_serve_alone_builds_no_tree_and_reads_it_from_the_database(
         try:
             wait_until(lambda: _tree_size(a) >= position, what="the tree process's checkpoint")
             r = a.get("/audit/public-key")
-            assert r.status_code == 200 and r.text.count("+") == 2, r.text
+            assert r.status_code == 200, r.text
+            note.Verifier.parse(r.text)  # a C2SP verifier key
             params = {"position": position, "tree_size": position}
             r = a.get("/audit/proof/inclusion", params=params)
             assert r.status_code == 200, r.text
