@@ -50,12 +50,6 @@ log = structlog.get_logger("projections.runner")
 
 # How often a leader busy catching up checks that its lock session is alive.
 LOCK_CHECK_SECONDS = 1.0
-# Under a stream of appends every group commit NOTIFYs: a leader folds at most
-# this often then (seconds), not once per commit. Each batch is a transaction
-# (and a NOTIFY the API's watchers wake for); under HTTP load, one per commit
-# per projection cost the deployed topology about as much CPU as the requests'
-# own appends. After a quiet spell the first NOTIFY still acts at once.
-GATHER_SECONDS = 0.01
 
 
 def connect(
@@ -271,16 +265,9 @@ class Runner:
             if behind:
                 log.info("projection_caught_up", projection=p.name, position=b.position)
                 behind = False
-            folded = time.monotonic()
             for _n in lock_conn.notifies(
                 timeout=self.settings.projection_poll_seconds, stop_after=1
             ):
-                pass
-            # woken right after a batch: let the commits that follow gather for
-            # the rest of the gap, asleep, then take every NOTIFY that came meanwhile
-            if (rest := folded + GATHER_SECONDS - time.monotonic()) > 0:
-                self.stopping.wait(rest)
-            while any(True for _ in lock_conn.notifies(timeout=0.0)):
                 pass
 
 
