@@ -61,7 +61,7 @@ def test_a_forged_log_gets_no_cosignature_and_is_caught(
             "LEDGER_WITNESS_QUORUM": "2",
             "LEDGER_WITNESS_RETRY_SECONDS": "0.2",
         }
-        with ledger_process("serve", db_url, home, **env) as (_proc, base):
+        with ledger_process("run", db_url, home, **env) as (_proc, base):
             append_events(service_conn, 20)
             saved = wait_until(
                 lambda: cosigned_checkpoint(base, keys, 21), what="a cosigned checkpoint"
@@ -78,7 +78,7 @@ def test_a_forged_log_gets_no_cosignature_and_is_caught(
         super_conn.execute("DELETE FROM checkpoint_cosignatures")
         super_conn.execute("DELETE FROM witness_status")
         wipe_tree(super_conn)
-        with ledger_process("serve", db_url, home, **env) as (_proc, base):
+        with ledger_process("run", db_url, home, **env) as (_proc, base):
             append_events(service_conn, 3)
             size = saved_size + 3
 
