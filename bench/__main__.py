@@ -43,7 +43,10 @@ def _get(rows: list[Row], key: str) -> Row | None:
     return None
 
 
-def _ratio(rows: list[Row], name: str, target: str, num: str, den: str, at_least: float) -> Ratio:
+def _ratio(
+    rows: list[Row], name: str, target: str, num: str, den: str, at_least: float | None
+) -> Ratio:
+    """``num / den`` of the two rows' medians; ``at_least`` None: told, not judged."""
     a, b = _get(rows, num), _get(rows, den)
     if a is None or b is None or not b.median:
         return Ratio(name, target, None, None, "not measured in this run")
@@ -52,7 +55,7 @@ def _ratio(rows: list[Row], name: str, target: str, num: str, den: str, at_least
     detail = "medians of the two rows"
     if "stand-in" in a.note:
         detail += "; ours on the stand-in route"
-    return Ratio(name, target, value, value >= at_least, detail)
+    return Ratio(name, target, value, None if at_least is None else value >= at_least, detail)
 
 
 def _p99(rows: list[Row], key: str) -> float | None:
@@ -109,7 +112,7 @@ def ratios(rows: list[Row], config: Config) -> list[Ratio]:
                 "(scaling)",
                 f"http.ledger.w{n}",
                 "http.ledger",
-                0.0,
+                None,
             )
         )
         p99 = _p99(rows, f"http.ledger.w{n}")
@@ -150,7 +153,7 @@ def ratios(rows: list[Row], config: Config) -> list[Ratio]:
             "(scaling)",
             "verify.offline",
             "verify.offline1",
-            0.0,
+            None,
         ),
     ]
     lag = _p99(rows, "lag2000.ledger")

@@ -119,7 +119,10 @@ def table_rows(rows: list[Row], width: int = 70) -> list[tuple[str, ...]]:
 def ratio_rows(ratios: list[Ratio]) -> list[tuple[str, ...]]:
     out = []
     for x in ratios:
-        verdict = "n/a" if x.meets is None else ("meets" if x.meets else "SHORT")
+        if x.value is None:
+            verdict = "n/a"
+        else:  # a ratio told without a target (scaling) has no verdict
+            verdict = "–" if x.meets is None else ("meets" if x.meets else "SHORT")
         out.append((x.name, x.target, _num(x.value, "s"), verdict, x.detail))
     return out
 
