@@ -52,7 +52,7 @@ def batch() -> list[StreamAppend]:
 
 def _outcomes(results: list[Any]) -> list[Any]:
     return [
-        [(e.position, e.stream, e.version, e.type, e.data, e.meta) for e in r]
+        [(e["position"], e["stream"], e["version"], e["type"], e["data"], e["meta"]) for e in r]
         if isinstance(r, list)
         else (type(r).__name__, getattr(r, "actual", None))
         for r in results
