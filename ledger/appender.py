@@ -104,11 +104,12 @@ def _map_db_error(exc: psycopg.Error) -> errors.LedgerError:
         # happen while everyone appends through ledger_append, but say what it is.
         return errors.Conflict("a concurrent append won the race; retry the command")
     if isinstance(exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
-        return errors.Unavailable("the ledger is busy (lock timeout); retry shortly")
-    if isinstance(exc, psycopg.OperationalError):
+        return errors.Unavailable("the ledger is busy (lock timeout); retry shortly", retry_after=1)
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return errors.OutcomeUnknown(
             "the database connection failed during the append; the command may or may not "
-            "have been recorded: retry with the same Idempotency-Key"
+            "have been recorded: retry with the same Idempotency-Key",
+            retry_after=1,
         )
     return errors.LedgerError(f"append failed: {exc.diag.message_primary or exc}")
 
@@ -127,14 +128,29 @@ class _Pending:
     future: asyncio.Future[list[Envelope]]
 
 
+def _fail(batch: Sequence[_Pending], err: errors.LedgerError) -> None:
+    for p in batch:
+        if not p.future.done():
+            p.future.set_exception(err)
+
+
 class Appender:
     """Group-commit writer for one process. ``append`` is safe to call from many tasks."""
 
     def __init__(
-        self, conninfo: str, *, role: str | None = "ledger_service", max_batch_events: int = 1000
+        self,
+        conninfo: str,
+        *,
+        role: str | None = "ledger_service",
+        max_batch_events: int = 1000,
+        queue_max: int = 0,
+        **conn_params: Any,
     ) -> None:
-        self._conninfo = db.service_conninfo(conninfo, role)
+        """``queue_max``: most appends waiting for the writer (0: no bound);
+        ``conn_params``: for :func:`db.service_conninfo` (timeouts)."""
+        self._conninfo = db.service_conninfo(conninfo, role, **conn_params)
         self._max = max_batch_events
+        self._queue_max = queue_max
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
@@ -168,6 +184,14 @@ class Appender:
         """
         if self._task is None or self._task.done():
             raise errors.Unavailable("the appender is not running")
+        if self._queue_max and self._queue.qsize() >= self._queue_max:
+            # Backpressure: answered at once (nothing written) rather than
+            # queued behind more work than the writer clears in a moment.
+            raise errors.Overloaded(
+                f"{self._queue.qsize()} commands are waiting for the ledger's writer; "
+                "nothing was written; retry shortly",
+                retry_after=1,
+            )
         request.prepare()  # hashing work stays outside the lock and the writer task
         fut: asyncio.Future[list[Envelope]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(request, fut))
@@ -187,9 +211,22 @@ class Appender:
     async def _flush(self, batch: list[_Pending]) -> None:
         appends = [p.append for p in batch]
         t0 = time.perf_counter()
-        try:
-            if self._conn is None or self._conn.closed:
+        if self._conn is None or self._conn.closed:
+            try:
                 await self._connect()
+            except psycopg.Error as exc:  # nothing was sent: nothing was written
+                log.warning("append_connect_failed", size=len(batch), error=str(exc))
+                self._conn = None
+                _fail(
+                    batch,
+                    errors.DatabaseUnavailable(
+                        "the database is not accepting connections; nothing was written; "
+                        "retry shortly",
+                        retry_after=1,
+                    ),
+                )
+                return
+        try:
             assert self._conn is not None
             if sum(len(a.events) for a in appends) >= COPY_MIN_EVENTS:
                 # chained here and COPYed in: the same rows, hashes and answers
@@ -211,13 +248,10 @@ class Appender:
                 for p in batch:
                     await self._flush([p])
                 return
-            err = _map_db_error(exc)
             log.error("append_failed", size=len(batch), error=str(exc), sqlstate=exc.sqlstate)
             if self._conn is not None and (self._conn.closed or self._conn.broken):
                 self._conn = None
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(err)
+            _fail(batch, _map_db_error(exc))
             return
         except Exception as exc:  # never leave a waiter hanging
             log.exception("append_crashed", size=len(batch))

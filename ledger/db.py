@@ -34,6 +34,16 @@ SERVICE_ROLE = "ledger_service"
 # What every service session runs under: one stuck lock holder or idle
 # transaction must not stall the ledger.
 SESSION_SETTINGS = {"lock_timeout": "5s", "idle_in_transaction_session_timeout": "15s"}
+# A server that does not answer (stopped, unreachable) must cost a connection
+# attempt seconds, not the kernel's TCP timeout: libpq gives up after this
+# many seconds, and a session whose peer goes silent is noticed by keepalives.
+CONNECT_PARAMS: dict[str, Any] = {
+    "connect_timeout": 3,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 _embedded: dict[str, Any] = {}
 
@@ -67,13 +77,25 @@ def redact(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
-def service_conninfo(url: str, role: str | None = SERVICE_ROLE, **params: Any) -> str:
+def service_conninfo(
+    url: str,
+    role: str | None = SERVICE_ROLE,
+    *,
+    statement_timeout: float | None = None,
+    **params: Any,
+) -> str:
     """``url`` as the service role (``SET ROLE`` at startup) with its session
-    settings; ``params`` are more libpq parameters (``application_name`` ...)."""
+    settings and bounded connection attempts (:data:`CONNECT_PARAMS`);
+    ``statement_timeout`` (seconds) bounds every statement of the session;
+    ``params`` are more libpq parameters (``application_name`` ...)."""
     settings = {**SESSION_SETTINGS, **({"role": role} if role else {})}
-    existing = str(conninfo_to_dict(url).get("options") or "")
+    if statement_timeout:
+        settings["statement_timeout"] = f"{round(statement_timeout * 1000)}ms"
+    given = conninfo_to_dict(url)
+    existing = str(given.get("options") or "")
     options = " ".join([existing, *(f"-c {k}={v}" for k, v in settings.items())]).strip()
-    return make_conninfo(url, options=options, **params)
+    defaults = {k: v for k, v in CONNECT_PARAMS.items() if k not in given}
+    return make_conninfo(url, options=options, **{**defaults, **params})
 
 
 @contextlib.contextmanager

@@ -97,6 +97,18 @@ class Unavailable(LedgerError):
     status, title, type_slug = 503, "Service unavailable", "unavailable"
 
 
+class Overloaded(Unavailable):
+    """More work is waiting than the service takes on; nothing was written."""
+
+    title, type_slug = "Service overloaded", "overloaded"
+
+
+class DatabaseUnavailable(Unavailable):
+    """PostgreSQL did not answer (stopped, restarting, unreachable); nothing was written."""
+
+    title, type_slug = "Database unavailable", "database-unavailable"
+
+
 class OutcomeUnknown(Unavailable):
     """The database connection broke after the append was sent."""
 

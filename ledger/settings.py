@@ -20,6 +20,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 * 1024
     pool_min: int = 2
     pool_max: int = 10
+    # -- outages and overload: every request is answered within a bound --
+    # Longest a request waits for a pooled connection (seconds) before a 503.
+    pool_timeout_seconds: float = 3.0
+    # Most requests waiting for a pooled connection; past it a 503 at once.
+    pool_max_waiting: int = 2000
+    # Longest a connection attempt to PostgreSQL may take (libpq, whole seconds, >= 2).
+    db_connect_timeout_seconds: int = 3
+    # Longest one statement of the API (pool and appender) may run (seconds).
+    db_statement_timeout_seconds: float = 5.0
+    # Most commands waiting for the single writer; past it a command gets a 503
+    # with Retry-After at once instead of queueing (backpressure).
+    append_queue_max: int = 1000
     # Group commit: most events one append transaction takes.
     max_batch_events: int = 1000
     # Role the service acts as inside PostgreSQL (SELECT and INSERT on events).

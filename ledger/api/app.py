@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ledger import db, leases, logs
 from ledger.api import errors as api_errors
-from ledger.api import watch
+from ledger.api import probe, watch
 from ledger.api.deps import Context
 from ledger.api.middleware import RequestMiddleware
 from ledger.api.models import PROBLEM_RESPONSE
@@ -28,6 +28,12 @@ from ledger.witness import submitter as witness_submitter
 
 log = structlog.get_logger("ledger.api")
 
+# How long the pool retries a lost connection in the background before it
+# gives the slot up. Its retries back off exponentially without a cap (1, 2,
+# 4 ... s), so a long window would leave a healed database unused for as long
+# as the outage lasted; given up, a slot is made again the moment a request
+# waits for one, so the service heals as soon as PostgreSQL answers.
+OUTAGE_RECONNECT_SECONDS = 2.0
 # Paths served without credentials (liveness probes): no 401/403 to describe.
 PUBLIC_PATHS = {"/health"}
 _PROBLEM = "application/problem+json"
@@ -57,6 +63,7 @@ SERVICES: list[Any] = [
 TREE_SERVICES: list[Any] = [
     checkpointer.start_service,  # the tree builder and checkpoint signer (one leader)
     witness_submitter.start_service,  # new checkpoints to LEDGER_WITNESSES (one leader)
+    probe.start_probe,  # /health's own database session, out of the pool's queue
 ]
 
 
@@ -70,15 +77,28 @@ def create_app(settings: Settings | None = None, *, tree: bool = False) -> FastA
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = db.resolve_url(settings)
         db.apply_schema(url)
+        bounds = {  # every connection attempt and statement of a request is bounded
+            "connect_timeout": settings.db_connect_timeout_seconds,
+            "statement_timeout": settings.db_statement_timeout_seconds,
+        }
         pool = AsyncConnectionPool(
-            db.service_conninfo(url, settings.db_role),
+            db.service_conninfo(url, settings.db_role, **bounds),
             min_size=settings.pool_min,
             max_size=settings.pool_max,
             kwargs={"autocommit": True},
             open=False,
+            timeout=settings.pool_timeout_seconds,
+            max_waiting=settings.pool_max_waiting,
+            reconnect_timeout=OUTAGE_RECONNECT_SECONDS,
         )
         await pool.open(wait=True, timeout=30)
-        appender = Appender(url, role=settings.db_role, max_batch_events=settings.max_batch_events)
+        appender = Appender(
+            url,
+            role=settings.db_role,
+            max_batch_events=settings.max_batch_events,
+            queue_max=settings.append_queue_max,
+            **bounds,
+        )
         await appender.start()
         ctx = Context(settings=settings, url=url, pool=pool, appender=appender)
         app.state.ctx = ctx

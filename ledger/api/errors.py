@@ -4,6 +4,8 @@ that name the field and the rule."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -12,6 +14,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout, TooManyRequests
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger import errors
@@ -19,6 +22,8 @@ from ledger import errors
 PROBLEM = "application/problem+json"
 TYPE_BASE = "https://ledger.example/problems/"
 log = structlog.get_logger("ledger.api")
+# Seconds a 503 asks the client to wait when its cause names none.
+RETRY_AFTER = 1
 
 
 def problem(
@@ -42,6 +47,8 @@ def problem(
     headers = dict(headers or {})
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="ledger"'
+    if status == 503:  # every 503 says when to come back (RFC 9110 §10.2.3)
+        extra.setdefault("retry_after", RETRY_AFTER)
     if extra.get("retry_after") is not None:
         headers["Retry-After"] = str(extra["retry_after"])
     return ProblemResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
@@ -83,11 +90,28 @@ def install(app: FastAPI) -> None:
         return problem(
             503,
             "Database busy",
-            "the database did not grant a lock in time; nothing was written; retry shortly",
+            "the database did not grant a lock or finish a statement in time; "
+            "nothing was written; retry shortly",
             "database-busy",
             request.url.path,
             retry_after=1,
         )
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(psycopg.InterfaceError)
+    async def database_unavailable(request: Request, exc: psycopg.Error) -> JSONResponse:
+        # PostgreSQL stopped, restarting or unreachable (AdminShutdown, a broken
+        # or refused connection, no pooled connection within the pool's timeout):
+        # the request is answered now, and the service heals when it returns.
+        title, slug, detail = _outage(exc)
+        log.warning(
+            "request_database_unavailable",
+            path=request.url.path,
+            error=type(exc).__name__,
+            sqlstate=getattr(exc, "sqlstate", None),
+        )
+        _check_pool(request)
+        return problem(503, title, detail, slug, request.url.path, retry_after=RETRY_AFTER)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -156,3 +180,43 @@ def too_large(detail: str, instance: str) -> JSONResponse:
         instance,
         errors=[{"field": "body", "rule": "max_bytes", "message": detail}],
     )
+
+
+def _outage(exc: psycopg.Error) -> tuple[str, str, str]:
+    if isinstance(exc, TooManyRequests):
+        return (
+            "Service overloaded",
+            "overloaded",
+            "too many requests are waiting for a database connection; retry shortly",
+        )
+    if isinstance(exc, PoolTimeout):
+        return (
+            "Database unavailable",
+            "database-unavailable",
+            "no database connection could be had in time (the database is unreachable "
+            "or busy); retry shortly",
+        )
+    return (
+        "Database unavailable",
+        "database-unavailable",
+        "the database connection failed; a read can be retried, and a command "
+        "retried with the same Idempotency-Key is recorded at most once",
+    )
+
+
+def _check_pool(request: Request) -> None:
+    """After a connection failed: have the pool test its idle connections (at
+    most one check at a time), so connections the outage broke are replaced
+    instead of each failing one more request when the database is back."""
+    ctx = getattr(request.app.state, "ctx", None)
+    if ctx is None:
+        return
+    running = ctx.extras.get("pool_check")
+    if running is not None and not running.done():
+        return
+    ctx.extras["pool_check"] = asyncio.get_running_loop().create_task(_quiet_check(ctx.pool))
+
+
+async def _quiet_check(pool: Any) -> None:
+    with contextlib.suppress(Exception):
+        await pool.check()

@@ -9,7 +9,9 @@ from fastapi.responses import JSONResponse
 
 from ledger import store
 from ledger.api.deps import Context, Ctx
+from ledger.api.errors import RETRY_AFTER
 from ledger.api.models import Health
+from ledger.api.probe import probe_of
 from ledger.witness import store as witness_store
 from ledger.witness.submitter import parse_witnesses
 
@@ -19,7 +21,8 @@ router = APIRouter(tags=["health"])
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
 async def health(ctx: Ctx) -> Any:
     try:
-        async with ctx.pool.connection(timeout=2.0) as conn:
+        # its own session, never queued behind requests for a pooled one
+        async with probe_of(ctx).session() as conn:
             position, _ = await store.head_async(conn)
             witnesses = await _witnesses(ctx, conn)
     except Exception:
@@ -29,7 +32,7 @@ async def health(ctx: Ctx) -> Any:
             "head_position": -1,
             "appended_since_start": ctx.appender.appended,
         }
-        return JSONResponse(body, status_code=503)
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
     return {
         "status": "ok",
         "database": "ok",
