@@ -198,3 +198,51 @@ def test_health_while_postgres_is_down(own_pg: OwnPostgres, tmp_path: Path) -> N
         finally:
             own_pg.start()
         wait_until(lambda: _health(base)[1] == 200, timeout=15, what="/health healed")
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("kind", ["fast", "immediate"])
+def test_the_runner_and_the_tree_builder_resume_after_an_outage(
+    own_pg: OwnPostgres, tmp_path: Path, kind: str
+) -> None:
+    """``ledger run``: the projection runner (its own process) and the tree
+    builder (in the API process) ride out a PostgreSQL stop or crash without
+    dying, and fold and sign what is written after it."""
+    import psutil
+
+    url, agent = _ledger(own_pg)
+    auditor = create_key(url, "auditor-1", "auditor")
+    env = {"LEDGER_CHECKPOINT_INTERVAL_SECONDS": "0.2"}
+    with (
+        ledger_process("run", url, tmp_path / "home", **env) as (server, base),
+        httpx.Client(base_url=base, timeout=10) as c,
+    ):
+
+        def submit() -> tuple[str, int] | None:
+            r = c.post(
+                "/tasks",
+                json={"task_type": "position_check", "payload": {}},
+                headers={**auth(agent), "Idempotency-Key": uuid.uuid4().hex},
+            )
+            return (r.json()["id"], r.json()["position"]) if r.status_code == 201 else None
+
+        def folded(task_id: str, position: int) -> bool:
+            r = c.get(f"/tasks/{task_id}", params={"min_position": position}, headers=auth(agent))
+            return r.status_code == 200
+
+        def signed(size: int) -> bool:
+            r = c.get("/audit/checkpoint", headers=auth(auditor))
+            return r.status_code == 200 and int(r.headers["x-ledger-tree-size"]) >= size
+
+        task_id, pos = wait_until(submit, timeout=15, what="a first submit")
+        wait_until(lambda: folded(task_id, pos) and signed(pos), timeout=15, what="caught up")
+        companions = {p.pid for p in psutil.Process(server.pid).children(recursive=True)}
+        own_pg.stop(kind)
+        time.sleep(2.0)  # both keep trying meanwhile
+        own_pg.start()
+        task_id, pos = wait_until(submit, timeout=20, what="a submit after the outage")
+        wait_until(lambda: folded(task_id, pos), timeout=30, what="the view folding it")
+        wait_until(lambda: signed(pos), timeout=30, what="a checkpoint covering it")
+        after = {p.pid for p in psutil.Process(server.pid).children(recursive=True)}
+        assert companions <= after, "a companion process died in the outage"
+        assert server.poll() is None
