@@ -155,6 +155,7 @@ class Appender:
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self.batches = 0
+        self.batches_started = 0
         self.appended = 0
 
     async def start(self) -> None:
@@ -210,6 +211,7 @@ class Appender:
 
     async def _flush(self, batch: list[_Pending]) -> None:
         appends = [p.append for p in batch]
+        self.batches_started += 1
         t0 = time.perf_counter()
         if self._conn is None or self._conn.closed:
             try:

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # Most commands waiting for the single writer; past it a command gets a 503
     # with Retry-After at once instead of queueing (backpressure).
     append_queue_max: int = 1000
+    # Most requests worked on at once (0: no limit); the rest wait their turn
+    # for at most pool_timeout_seconds, then get a 503. /health never waits.
+    max_inflight_requests: int = 256
     # Group commit: most events one append transaction takes.
     max_batch_events: int = 1000
     # Role the service acts as inside PostgreSQL (SELECT and INSERT on events).

@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from ledger import db, leases, logs
 from ledger.api import errors as api_errors
 from ledger.api import probe, watch
+from ledger.api.admission import Admission
 from ledger.api.deps import Context
 from ledger.api.middleware import RequestMiddleware
 from ledger.api.models import PROBLEM_RESPONSE
@@ -140,6 +141,12 @@ def create_app(settings: Settings | None = None, *, tree: bool = False) -> FastA
     )
     api_errors.install(app)
     app.openapi = lambda: _truthful_openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(
+        Admission,
+        max_inflight=settings.max_inflight_requests,
+        wait_seconds=settings.pool_timeout_seconds,
+        exempt=frozenset(PUBLIC_PATHS),
+    )
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
     for router in ROUTERS:
         app.include_router(router)

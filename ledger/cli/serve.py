@@ -4,6 +4,7 @@ companion processes, supervised: a companion that dies is started again)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,9 +47,22 @@ def _refuse_another_origin(settings: Settings, url: str) -> None:
     settings_with_stored_origin(settings, url)
 
 
+def _raise_open_files() -> None:
+    """Each connection is a file: a burst of clients must meet backpressure
+    (a 503), not a soft limit of 1,024 open files (refused connections)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65_536 if hard == resource.RLIM_INFINITY else min(hard, 65_536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def serve(args: Any) -> int:
     import uvicorn
 
+    _raise_open_files()
     settings = Settings()
     url = db.resolve_url(settings)
     if args.workers > 1 and not settings.database_url:
