@@ -15,8 +15,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 QUICK ?=
 SCALE ?=
+SOAK_S ?= 600
 
-.PHONY: run test test-fast lint fmt bench clean setup lock
+.PHONY: run test test-fast lint fmt bench soak clean setup lock
 
 setup: $(STAMP)
 
@@ -65,6 +66,10 @@ lock:
 	{ echo '# make lock: every dependency of .[dev,bench], exact versions (pip install -c)'; \
 	  .lock-venv/bin/python -m pip freeze --exclude-editable; } > $(LOCK)
 	rm -rf .lock-venv
+
+# the lifecycle under injected faults for SOAK_S seconds (docs/reliability.md); not part of make test
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --seconds $(SOAK_S)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -177,15 +177,21 @@ class Client:
         return self._task(f"/tasks/{task_id}/claim", body, **kw)
 
     def claim_next(
-        self, task_types: list[str] | None = None, lease_seconds: int | None = None
+        self,
+        task_types: list[str] | None = None,
+        lease_seconds: int | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> Task | None:
-        """Claim the next queued task (of ``task_types``); None when none is queued."""
+        """Claim the next queued task (of ``task_types``); None when none is queued.
+        A caller retrying beyond this client's own retries passes the same
+        ``idempotency_key``, so one claim is never taken as two."""
         body: dict[str, Any] = {}
         if task_types:
             body["task_types"] = task_types
         if lease_seconds:
             body["lease_seconds"] = lease_seconds
-        r = self.request("POST", "/tasks/claim", json=body)
+        r = self.request("POST", "/tasks/claim", json=body, idempotency_key=idempotency_key)
         if r.status_code == 204:
             return None
         return Task.from_json(r.json())
