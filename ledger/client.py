@@ -141,6 +141,7 @@ class Client:
         delay = self.backoff
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
+            wait = delay
             try:
                 r = self._http.request(method, path, json=json, params=params, headers=headers)
             except httpx.TransportError:
@@ -151,7 +152,8 @@ class Client:
                     if r.status_code >= 400:
                         raise ApiError(r.status_code, _problem(r))
                     return r
-            time.sleep(delay)
+                wait = max(delay, _retry_after(r))
+            time.sleep(wait)
             delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -247,6 +249,17 @@ class Client:
     def head(self) -> dict[str, Any]:
         out: dict[str, Any] = self.request("GET", "/audit/head").json()
         return out
+
+
+# The longest a Retry-After header makes the client wait before a retry (seconds).
+MAX_RETRY_AFTER = 5.0
+
+
+def _retry_after(r: httpx.Response) -> float:
+    """The server's Retry-After in seconds (RFC 9110 §10.2.3, delay-seconds form),
+    capped; 0 when absent or given as a date."""
+    value = r.headers.get("retry-after", "")
+    return min(float(value), MAX_RETRY_AFTER) if value.isdigit() else 0.0
 
 
 def _problem(r: httpx.Response) -> dict[str, Any]:
