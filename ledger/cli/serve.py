@@ -1,5 +1,6 @@
 """``ledger serve`` (the API alone) and ``ledger run`` (the API and its
-companion processes, supervised: a companion that dies is started again)."""
+companion processes, supervised: a companion that dies is started again,
+and so is the API once it has served)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ RUN_COMPANIONS: list[list[str]] = [
     ["ledger", "tree"],  # the tree builder and checkpoint signer
 ]
 RESTART_SECONDS = 5.0
+# An API that exits sooner than this after its start is not restarted: it could
+# not start (a port taken, a bad setting), and `ledger run` exits with its code.
+API_SETTLE_SECONDS = 10.0
 
 
 def configure(s: argparse.ArgumentParser) -> None:
@@ -94,18 +98,10 @@ def run(args: Any) -> int:
         return subprocess.Popen([sys.executable, "-m", *argv], env=env)
 
     companions = [start(argv) for argv in RUN_COMPANIONS]
-    api = start(
-        [
-            "ledger",
-            "serve",
-            "--host",
-            args.host,
-            "--port",
-            str(args.port),
-            "--workers",
-            str(args.workers),
-        ]
-    )
+    api_argv = ["ledger", "serve", "--host", args.host, "--port", str(args.port)]
+    api_argv += ["--workers", str(args.workers)]
+    api = start(api_argv)
+    api_started = time.monotonic()
     stopping: list[bool] = []
 
     def stop(*_: Any) -> None:
@@ -117,7 +113,15 @@ def run(args: Any) -> int:
     signal.signal(signal.SIGTERM, stop)
     restarts = [0.0] * len(RUN_COMPANIONS)
     try:
-        while (code := api.poll()) is None:
+        while True:
+            code = api.poll()
+            if code is not None:
+                if stopping or code == 0 or time.monotonic() - api_started < API_SETTLE_SECONDS:
+                    break  # asked to stop, or it could not start: say so, do not loop
+                # the API died after serving (killed, crashed): start it again at once;
+                # the companions go on, and clients retrying meanwhile get in again
+                print(f"ledger: the API exited with {code}; restarting it", file=sys.stderr)
+                api, api_started = start(api_argv), time.monotonic()
             time.sleep(0.5)
             for i, p in enumerate(companions):
                 if stopping or p.poll() in (None, 0) or time.monotonic() < restarts[i]:

@@ -5,8 +5,10 @@ append survives exactly once and the chain still verifies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -129,3 +131,43 @@ def test_sigkill_of_the_api_under_load_loses_no_acknowledged_append(
     for name, position in acked:
         assert stored.get(name) == position, name
     assert length >= 5 + len(acked)
+
+
+@pytest.mark.timeout(120)
+def test_ledger_run_restarts_its_api_after_a_sigkill(db_url: str, tmp_path: Path) -> None:
+    """The API killed once it has served: ``ledger run`` starts it again, and its
+    projection runner goes on as it was."""
+    import psutil
+
+    from ledger.cli.serve import API_SETTLE_SECONDS
+
+    def child(run: subprocess.Popen[bytes], *words: str) -> psutil.Process | None:
+        for p in psutil.Process(run.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if all(w in " ".join(p.cmdline()) for w in words):
+                    return p
+        return None
+
+    with ledger_process("run", db_url, tmp_path) as (run, base):
+        api = child(run, "ledger", "serve")
+        runner = child(run, "-m", "projections")
+        assert api is not None and runner is not None
+        wait_until(
+            lambda: time.time() - api.create_time() > API_SETTLE_SECONDS,
+            timeout=API_SETTLE_SECONDS + 10,
+            what="the API serving for longer than it takes to start",
+        )
+        os.kill(api.pid, signal.SIGKILL)
+
+        def healed() -> bool:
+            again = child(run, "ledger", "serve")
+            if again is None or again.pid == api.pid:
+                return False
+            try:
+                return httpx.get(f"{base}/health", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(healed, timeout=60, what="a new API answering /health")
+        assert run.poll() is None
+        assert child(run, "-m", "projections") == runner  # the same process, not restarted
