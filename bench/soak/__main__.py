@@ -69,8 +69,11 @@ def _figures(
 ) -> dict[str, Any]:
     recovery: dict[str, Any] = {}
     for kind in FAULTS:
-        done = [f for f in faults.done if f.kind == kind]
-        recovery[kind] = {"injected": len(done)} | {
+        done = [f for f in faults.done if f.kind == kind and f.happened]
+        recovery[kind] = {
+            "injected": len(done),
+            "not_injected": sum(1 for f in faults.done if f.kind == kind and not f.happened),
+        } | {
             what: {
                 "p50_s": _pct([f.recovered[what] for f in done if what in f.recovered], 0.5),
                 "p99_s": _pct([f.recovered[what] for f in done if what in f.recovered], 0.99),
@@ -115,6 +118,11 @@ def _verdict(fig: dict[str, Any]) -> list[str]:
         for kind, r in fig["recovery_after_fault_ended"].items()
         for what in ("write", "view", "checkpoint")
         if r[what]["missing"]
+    ]
+    bad += [
+        f"{kind} not injected"
+        for kind, r in fig["recovery_after_fault_ended"].items()
+        if r["not_injected"]
     ]
     if fig["clients"]["unexpected_answers"]:
         bad.append("unexpected answers")

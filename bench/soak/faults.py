@@ -43,6 +43,10 @@ class Injected:
     recovered: dict[str, float] = field(default_factory=dict)  # what -> seconds after ended
     note: str = ""
 
+    @property
+    def happened(self) -> bool:
+        return not self.note.startswith("no ")
+
 
 class Faults:
     def __init__(
@@ -60,9 +64,9 @@ class Faults:
 
     def inject(self, kind: str) -> Injected:
         actions: dict[str, Callable[[], str]] = {
-            "api-kill": lambda: self._kill(self.service.api_pid(), "api"),
-            "runner-kill": lambda: self._kill(self.service.runner_pid(), "runner"),
-            "builder-kill": lambda: self._kill(self.service.tree_builder_pid(), "builder"),
+            "api-kill": lambda: self._kill(self.service.api_pid, "api"),
+            "runner-kill": lambda: self._kill(self.service.runner_pid, "runner"),
+            "builder-kill": lambda: self._kill(self.service.tree_builder_pid, "builder"),
             "pg-stop": lambda: self._pg("fast"),
             "pg-crash": lambda: self._pg("immediate"),
             "sessions-ended": self._end_sessions,
@@ -75,7 +79,10 @@ class Faults:
         self.done.append(fault)
         return fault
 
-    def _kill(self, pid: int | None, what: str) -> str:
+    def _kill(self, find: Callable[[], int | None], what: str) -> str:
+        deadline = time.monotonic() + 20  # one being restarted: wait for it
+        while (pid := find()) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
         if not self.service.kill(pid):
             return f"no {what} process to kill"
         return f"killed {what} pid {pid}"

@@ -39,10 +39,9 @@ def test_a_short_soak_with_every_fault_once(tmp_path: Path) -> None:
     assert fig["clients"]["server_errors"] == 0, fig["clients"]["statuses_seen"]
     assert fig["clients"]["unexpected_answers"] == 0, fig["clients"]["unexpected_examples"]
     assert fig["proxy_cuts"] > 0  # connections really were cut mid-request
-    assert fig["service_restarts"] >= 1  # the API really was killed
     for kind in FAULTS:
         r = fig["recovery_after_fault_ended"][kind]
-        assert r["injected"] >= 1, kind
+        assert r["injected"] >= 1 and not r["not_injected"], kind  # e.g. a process to kill
         for what in ("write", "view", "checkpoint"):
             assert r[what]["missing"] == 0, (kind, what)
     # a database outage is answered, never a 500: 503s were seen, and only those failed
