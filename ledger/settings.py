@@ -21,8 +21,9 @@ class Settings(BaseSettings):
     pool_min: int = 2
     pool_max: int = 10
     # -- outages and overload: every request is answered within a bound --
-    # Longest a request waits for a pooled connection (seconds) before a 503.
-    pool_timeout_seconds: float = 3.0
+    # Longest a request waits for a pooled connection (seconds) before a 503;
+    # also for its turn past max_inflight_requests: at most twice this in all.
+    pool_timeout_seconds: float = 2.5
     # Most requests waiting for a pooled connection; past it a 503 at once.
     pool_max_waiting: int = 2000
     # Longest a connection attempt to PostgreSQL may take (libpq, whole seconds, >= 2).
