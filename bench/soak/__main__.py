@@ -37,6 +37,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_S", 600)))
     p.add_argument("--agents", type=int, default=4)
     p.add_argument("--rate", type=float, default=8.0, help="tasks submitted per second, in all")
+    p.add_argument("--gap", type=float, default=5.0, help="seconds of calm after a recovery")
     p.add_argument("--json", type=Path, help="write the figures here too")
     p.add_argument(
         "--faults",
@@ -169,10 +170,10 @@ def run(args: argparse.Namespace) -> int:
         unknown = set(kinds) - set(FAULTS)
         if unknown:
             raise SystemExit(f"no such fault: {', '.join(sorted(unknown))}")
-        # each fault and its recovery take ~6 s; the gaps fill the rest of the run
-        gap = max(2.0, (args.seconds - 10) / max(1, len(kinds)) - 6)
+        gap = args.gap
         i = 0
         stop.wait(3.0)
+        # round after round of the faults, each once at least, while the run lasts
         while kinds and (i < len(kinds) or time.monotonic() - t0 < args.seconds - gap):
             kind = kinds[i % len(kinds)]
             f = faults.inject(kind)
