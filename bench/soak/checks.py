@@ -67,7 +67,7 @@ def ledger_facts(db_url: str, record: Record) -> dict[str, Any]:
         if not stream.startswith("task-") or etype not in MOVES:
             continue
         before, after = MOVES[etype]
-        history.setdefault(stream, []).append(etype.removeprefix("Task"))
+        history.setdefault(stream, []).append(f"{etype.removeprefix('Task')}@{_pos}")
         now = status.get(stream)
         if now not in before:
             (claimed_twice if etype == "TaskClaimed" else illegal).append(f"{stream} {etype}")
@@ -87,6 +87,10 @@ def ledger_facts(db_url: str, record: Record) -> dict[str, Any]:
             "twice": twice[:3],
             "claimed_twice": claimed_twice[:3],
             "stranded": {s: history[s] for s in stranded[:3]},
+            # a task whose worker was told 403/409 mid-way: its whole story
+            "claims_lost": {
+                f"task-{t}": history.get(f"task-{t}") for t in record.claims_lost_tasks[:3]
+            },
         },
     }
 

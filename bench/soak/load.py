@@ -52,6 +52,7 @@ class Record:
     gave_up: int = 0
     claims_lost: int = 0  # a lease lapsed during an outage; the task went back to the queue
     claims_lost_why: list[str] = field(default_factory=list)
+    claims_lost_tasks: list[str] = field(default_factory=list)
     verify_failures: list[str] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -170,6 +171,7 @@ class Agent:
             with self.record.lock:  # the lease lapsed meanwhile: another agent takes it
                 self.record.claims_lost += 1
                 self.record.claims_lost_why.append(f"work {exc.status} {exc.detail}")
+                self.record.claims_lost_tasks.append(task.id)
         return True
 
     def _complete(self, c: Client, task_id: str) -> None:
@@ -196,7 +198,11 @@ class Agent:
                         raise
                     with self.record.lock:
                         self.record.claims_lost += 1
-                        self.record.claims_lost_why.append(f"finish {exc.status} {exc.detail}")
+                        self.record.claims_lost_why.append(
+                            f"finish {exc.status} {exc.detail} (read {t.status} v{t.version} "
+                            f"at {t.position}, asked {asked_at})"
+                        )
+                        self.record.claims_lost_tasks.append(task_id)
                 busy = True
         return busy
 
