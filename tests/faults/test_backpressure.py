@@ -187,7 +187,7 @@ def test_the_writers_queue_is_bounded(db_url: str) -> None:
             await app.close()
 
     written, refusal = asyncio.run(go())
-    assert [w[0].position for w in written] == [1, 2, 3, 4]
+    assert [w[0]["position"] for w in written] == [1, 2, 3, 4]
     assert refusal.extra["retry_after"] == 1
     with psycopg.connect(db_url) as conn:
         row = conn.execute("SELECT count(*) FROM events WHERE stream = 'test-4'").fetchone()
