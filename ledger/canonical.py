@@ -14,7 +14,10 @@ Two paths produce the same bytes:
 reference package with hypothesis.
 
 ``validate`` is the ingest gate: it refuses what RFC 8785 cannot hash
-faithfully (SPEC §1) and names where it found it.
+faithfully (SPEC §1) and names where it found it. Whatever the spelling, a
+number whose value is an integer beyond ±(2^53 − 1) is refused: ``1e20``,
+``1e16`` and ``9007199254740993.0`` parse to doubles that large, and every
+double that large is an integer.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ MAX_DEPTH = 32
 ZERO_HASH = "0" * 64
 
 _SORTED = orjson.OPT_SORT_KEYS
+_UNSAFE = (
+    "numbers whose value is an integer must lie within ±(2^53 − 1), however they are "
+    "written (1e20, 9007199254740993.0); send larger values as strings"
+)
 
 
 class CanonicalError(ValueError):
@@ -200,13 +207,14 @@ def validate(value: Any, path: str = "", depth: int = 0) -> None:
         return
     elif t is int:
         if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-            raise CanonicalError(
-                path,
-                "safe_integer",
-                "integers must lie within ±(2^53 − 1); send larger values as strings",
-            )
+            raise CanonicalError(path, "safe_integer", _UNSAFE)
     elif t is float:
         if value != value or value in (math.inf, -math.inf):
             raise CanonicalError(path, "finite_number", "NaN and ±Infinity are refused")
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            # Every double this large is an integer (1e20, 9007199254740993.0):
+            # a verifier reading it as an integer and one reading it as a
+            # double would not agree on it, so it is refused like the integer.
+            raise CanonicalError(path, "safe_integer", _UNSAFE)
     else:
         raise CanonicalError(path, "json_type", f"{t.__name__} is not a JSON value")

@@ -138,10 +138,55 @@ def test_canonical_bytes_round_trip(value: Any) -> None:
     assert canonical_bytes(json.loads(once)) == once
 
 
+def _unsafe_number(value: Any) -> bool:
+    """True when ``value`` holds a number whose value is an integer beyond
+    ±(2^53 − 1) (SPEC §1): an int, or a double that large (all are integers)."""
+    if isinstance(value, dict):
+        return any(_unsafe_number(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_unsafe_number(v) for v in value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return abs(value) > MAX_SAFE_INTEGER and float(value) == int(value)
+    return False
+
+
 @settings(max_examples=200)
 @given(general_values)
-def test_generated_values_pass_validate(value: Any) -> None:
-    validate(value)  # nothing generated here is outside RFC 8785's domain
+def test_generated_values_pass_validate_unless_an_unsafe_integer(value: Any) -> None:
+    """Everything generated is in RFC 8785's domain; validate refuses exactly
+    the values holding a number whose value is an integer beyond 2^53 − 1."""
+    if _unsafe_number(value):
+        with pytest.raises(CanonicalError) as info:
+            validate(value)
+        assert info.value.rule == "safe_integer"
+    else:
+        validate(value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1e20",
+        "1e16",
+        "9007199254740993.0",
+        "9007199254740992.0",
+        "-9007199254740993.0",
+        "1.5e300",
+        "-1e308",
+        "123456789012345680000.0",
+    ],
+)
+def test_unsafe_integers_refused_however_written(text: str) -> None:
+    """A double this large is an integer: a verifier parsing JSON as integers
+    and one parsing doubles would read different values (SPEC §1)."""
+    with pytest.raises(CanonicalError) as info:
+        validate({"a": {"b": [json.loads(text)]}})
+    assert (info.value.rule, info.value.path) == ("safe_integer", "a.b[0]")
+
+
+@pytest.mark.parametrize("text", ["9007199254740991.0", "-9007199254740991", "1e15", "0.5", "-0.0"])
+def test_numbers_within_the_safe_range_pass(text: str) -> None:
+    validate({"n": json.loads(text)})
 
 
 @given(
@@ -162,7 +207,11 @@ def test_unsafe_integers_refused_like_the_reference(n: int) -> None:
 @pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: c["input"][:40])
 def test_jcs_vectors(case: dict[str, str]) -> None:
     value = json.loads(case["input"])
-    validate(value)
+    if _unsafe_number(value):  # hashed faithfully, but the ledger refuses to take it in
+        with pytest.raises(CanonicalError):
+            validate(value)
+    else:
+        validate(value)
     out = canonical_bytes(value)
     assert out == case["canonical"].encode("utf-8")
     assert hashlib.sha256(out).hexdigest() == case["sha256"]
