@@ -156,8 +156,11 @@ CREATE TABLE IF NOT EXISTS principals (
     revoked_position bigint
 );
 
+-- SECURITY DEFINER: the trigger writes principals as the schema's owner; the
+-- service's role itself may only read them (grants below), so who may do what
+-- changes only by an event on the chain.
 CREATE OR REPLACE FUNCTION principals_follow_events() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     d jsonb := ledger_jsonb(NEW.canonical) -> 'data';
 BEGIN
@@ -185,6 +188,30 @@ CREATE TABLE IF NOT EXISTS verify_watermark (
     verified_at timestamptz
 );
 INSERT INTO verify_watermark (id) VALUES (true) ON CONFLICT DO NOTHING;
+-- How far the rolling re-check of the verified range has come (each
+-- incremental verification re-hashes a slice of what it verified before).
+ALTER TABLE verify_watermark ADD COLUMN IF NOT EXISTS swept_to bigint NOT NULL DEFAULT 0;
+
+-- The only way the watermark moves: forward, onto an event that is there
+-- with that hash. SECURITY DEFINER, so the service's role needs no UPDATE on
+-- the table (a bug or a stolen session cannot move it back or off the chain).
+CREATE OR REPLACE FUNCTION ledger_verified(p_position bigint, p_hash bytea, p_swept_to bigint)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    moved boolean;
+BEGIN
+    UPDATE verify_watermark
+       SET position = p_position, hash = p_hash, verified_at = now(),
+           swept_to = least(greatest(p_swept_to, 0), p_position)
+     WHERE id AND position <= p_position
+       AND (p_position = 0
+            OR EXISTS (SELECT 1 FROM events e WHERE e.position = p_position AND e.hash = p_hash));
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    RETURN moved;
+END $$;
+REVOKE ALL ON FUNCTION ledger_verified(bigint, bytea, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ledger_verified(bigint, bytea, bigint) TO ledger_service;
 
 -- The single append path. One call = one transaction = one group commit:
 -- lock the head, check each command's expected stream version and
@@ -366,8 +393,11 @@ GRANT SELECT, INSERT ON events TO ledger_service;
 GRANT SELECT ON events_json TO ledger_service;
 GRANT SELECT, UPDATE ON ledger_head TO ledger_service;
 GRANT SELECT, INSERT ON idempotency_keys TO ledger_service;
-GRANT SELECT, INSERT, UPDATE ON principals TO ledger_service;
-GRANT SELECT, UPDATE ON verify_watermark TO ledger_service;
+-- Who may do what follows the chain (the trigger above), and what was verified
+-- moves only through ledger_verified: the service's role reads both tables.
+REVOKE ALL ON principals, verify_watermark FROM PUBLIC;
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON principals, verify_watermark FROM ledger_service;
+GRANT SELECT ON principals, verify_watermark TO ledger_service;
 
 -- ===================================================================
 -- Sections below belong to the modules named; each keeps to its own.

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     tree_poll_seconds: float = 0.25
     # GET /audit/checkpoint waits this long for a fresh one when the head is ahead.
     checkpoint_wait_seconds: float = 2.0
+    # GET /audit/verify (incremental) also re-hashes this many events it verified
+    # before, in turn, so a change anywhere is found within ceil(head / this) calls.
+    verify_sweep_events: int = 100_000
     # -- projections (projections/) --
     # Most events a projection batch (one transaction) applies.
     projection_batch_size: int = 1000

@@ -44,6 +44,11 @@ class VerifyResult(BaseModel):
     checked: int = Field(
         0, description="events hashed by this call (the rest were verified before)"
     )
+    rechecked: int = Field(
+        0,
+        description="events verified before that this call re-hashed: each incremental "
+        "call re-checks the next slice of the verified range, in turn",
+    )
 
 
 class WitnessHealth(BaseModel):

@@ -6,7 +6,7 @@ For each event in position order: positions contiguous; ``prev_hash`` equals
 the previous event's hash (or the anchor for a range not starting at 1);
 ``hash`` recomputes from the canonical bytes; versions contiguous per stream
 within the range; ``recorded_at`` does not decrease. The first failure is
-reported with its position and why.
+reported with its position and why; a gap at the first missing position.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class Result:
     first_bad_position: int | None = None
     reason: str | None = None
     count: int = 0
+    swept: int = 0  # events verified before, re-hashed again (GET /audit/verify)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -71,9 +72,10 @@ def link_error(
     (``expected_prev``; None: not known, e.g. a range without an anchor)."""
     if position != expected_position:
         after = expected_position - 1
+        gap = f"position {expected_position} is missing: " if position > expected_position else ""
         if first:
-            return f"the range starts at position {position}, expected {after + 1}"
-        return f"position {position} follows position {after}; expected {after + 1}"
+            return f"{gap}the range starts at position {position}, expected {after + 1}"
+        return f"{gap}position {position} follows position {after}; expected {after + 1}"
     if expected_prev is not None and prev_hash != expected_prev:
         what = "the anchor" if first else "the previous event's hash"
         return f"prev_hash {prev_hash[:16]}… does not match {what} {expected_prev[:16]}…"
@@ -111,7 +113,10 @@ class ChainVerifier:
             position, prev_hash, self.expected_position, self.prev_hash, first=not self.count
         )
         if why:
-            raise Bad(position, why)
+            # A gap is reported where it is: the first missing position (an
+            # event deleted at 162 is "position 162 is missing", not 163).
+            missing = self.expected_position if position > self.expected_position else None
+            raise Bad(missing or position, why)
         if recomputed != hash_:
             raise Bad(
                 position,

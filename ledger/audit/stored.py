@@ -4,7 +4,9 @@ held to its canonical bytes, and the head and the verified watermark held to
 the events.
 
 The service keeps a verified watermark (position and hash) so the default
-check hashes only what is new; ``from``/``to`` re-check a range in full.
+check hashes what is new, plus a rolling slice of what it verified before
+(``swept_to``), and holds its anchors (the watermark's event, the tree's last
+leaf) to the events; ``from``/``to`` re-check a range in full.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from typing import Any
 import psycopg
 
 from ledger import db, store
+from ledger.audit.anchors import (
+    Anchor,
+    broken_anchor,
+    hash_at,
+    principals_mismatch,
+    tree_halted,
+)
 from ledger.audit.chain import Bad, ChainVerifier, Result
 from ledger.canonical import ZERO_HASH, envelope_tail
 from ledger.db import q
@@ -26,6 +35,8 @@ _TAIL_RE = re.compile(
     rb',"position":(-?\d+),"prev_hash":"([^"]*)","recorded_at":"([^"]*)",'
     rb'"stream":"([^"]*)","type":"([^"]*)","version":(-?\d+)}\Z'
 )
+# How many already-verified events each incremental verification re-hashes.
+SWEEP_EVENTS = 100_000
 _TAIL_NAMES = ("position", "prev_hash", "recorded_at", "stream", "type", "version")
 
 
@@ -109,11 +120,6 @@ def verify_rows(rows: Iterable[tuple[Any, ...]], v: ChainVerifier) -> Result:
     return v.result()
 
 
-def _hash_at(conn: psycopg.Connection[Any], position: int) -> str | None:
-    row = conn.execute(q("events", "event_hash_at"), {"position": position}).fetchone()
-    return bytes(row[0]).hex() if row else None
-
-
 def check_range(
     conn: psycopg.Connection[Any], start: int, end: int, anchor: str | None, head: tuple[int, str]
 ) -> Result:
@@ -155,65 +161,122 @@ def check_range(
                 f"position {wpos} before, but now ends at {head_pos}",
             )
         )
-    if head_pos and _hash_at(conn, head_pos) != head_hash:
+    if head_pos and hash_at(conn, head_pos) != head_hash:
         return v.result(
             Bad(head_pos, f"the ledger head's hash differs from the event at position {head_pos}")
         )
     return v.result()
 
 
+def _first_bad(conn: psycopg.Connection[Any], head: tuple[int, str], why: Anchor) -> Result:
+    """An anchor broke: the whole ledger is checked to name the first bad
+    position; if every event still verifies, the anchor itself is it."""
+    result = check_range(conn, 1, head[0], None, head)
+    if not result.ok:
+        return result
+    return Result(
+        False,
+        result.verified_from,
+        result.verified_to,
+        result.head_hash,
+        why.position,
+        why.reason,
+        result.count,
+    )
+
+
+def _earliest(conn: psycopg.Connection[Any], head: tuple[int, str], found: Result) -> Result:
+    """Something failed in part of the ledger: the first bad position of the
+    whole (an earlier one may have been hidden from the part checked)."""
+    full = check_range(conn, 1, head[0], None, head)
+    return found if full.ok else full
+
+
+def _incremental(
+    conn: psycopg.Connection[Any], head: tuple[int, str], sweep: int
+) -> tuple[Result, dict[str, Any] | None]:
+    """What is new since the watermark, the anchors it rests on, and the next
+    slice (``sweep`` events) of what was verified before, re-hashed in turn so
+    that a change anywhere in the verified range is found within
+    ceil(watermark / sweep) calls. Returns the result and where to move the
+    watermark (None: nowhere)."""
+    head_pos, head_hash = head
+    wpos, wraw, swept = conn.execute(q("events", "watermark_sweep")).fetchone() or (0, b"", 0)
+    whash = bytes(wraw).hex()
+    broken = broken_anchor(conn, wpos, whash, head_pos)
+    if broken is not None:
+        return _first_bad(conn, head, broken), None
+    new = check_range(conn, wpos + 1, head_pos, whash if wpos else None, head)
+    if not new.ok:
+        return _earliest(conn, head, new), None
+    rechecked, swept_to = 0, swept
+    if wpos and sweep > 0:
+        start = swept + 1 if swept < wpos else 1
+        end = min(wpos, start + sweep - 1)
+        old = check_range(conn, start, end, hash_at(conn, start - 1) if start > 1 else None, head)
+        if not old.ok:
+            return _earliest(conn, head, old), None
+        rechecked, swept_to = old.count, end
+    move = {
+        "position": head_pos,
+        "hash": bytes.fromhex(head_hash) if head_pos else bytes(32),
+        "swept_to": swept_to,
+    }
+    if not head_pos:
+        return Result(True, None, None, None, count=new.count, swept=rechecked), move
+    return Result(True, 1, head_pos, head_hash, count=new.count, swept=rechecked), move
+
+
+def _whole_ledger(conn: psycopg.Connection[Any], result: Result) -> Result:
+    """What every verification also answers for: the principals table is the
+    fold of the PrincipalKey* events, and the tree builder has not halted."""
+    problems = [result.reason] if result.reason else []
+    if why := principals_mismatch(conn):
+        problems.append(why)
+    if halted := tree_halted(conn):
+        problems.append(f"the tree builder halted: {halted}")
+    if result.ok and not problems:
+        return result
+    return Result(
+        False,
+        result.verified_from,
+        result.verified_to,
+        result.head_hash,
+        result.first_bad_position,
+        "; ".join(problems),
+        result.count,
+        result.swept,
+    )
+
+
 def verify_stored(
-    url: str, role: str | None, first: int | None, last: int | None
+    url: str, role: str | None, first: int | None, last: int | None, sweep: int = SWEEP_EVENTS
 ) -> tuple[Result, int]:
     """Verify the stored events: the range ``first..last``, or (both None) what
-    is new since the watermark, moving it. Returns the result and how many
-    events it hashed. Blocking and CPU-bound: run it in a worker thread.
+    is new since the watermark plus a slice of what was verified before,
+    moving it. Either way the principals table and the tree builder's state are
+    held to the events too. Returns the result and how many events it hashed.
+    Blocking and CPU-bound: run it in a worker thread.
 
     One REPEATABLE READ snapshot holds the head, the watermark and the events,
     so appends committing meanwhile cannot look like a mismatch."""
     with psycopg.connect(db.service_conninfo(url, role)) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         head = store.head(conn)
-        head_pos, head_hash = head
-        incremental = first is None and last is None
-        if incremental:
-            wpos, wraw = conn.execute(q("events", "watermark")).fetchone() or (0, bytes(32))
-            whash = bytes(wraw).hex()
-            if wpos and _hash_at(conn, wpos) != whash:
-                # What was verified before changed: find the first bad position.
-                result = check_range(conn, 1, head_pos, None, head)
-                conn.rollback()
-                if result.ok:
-                    result = Result(
-                        False,
-                        result.verified_from,
-                        result.verified_to,
-                        result.head_hash,
-                        wpos,
-                        "the event at the verified watermark changed since it was verified",
-                        result.count,
-                    )
-                return result, result.count
-            start, end, anchor = wpos + 1, head_pos, (whash if wpos else None)
+        move = None
+        if first is None and last is None:
+            result, move = _incremental(conn, head, sweep)
         else:
             start = first or 1
-            end = min(last if last is not None else head_pos, head_pos)
-            anchor = None
-            if start > 1:
-                anchor = _hash_at(conn, start - 1) or ZERO_HASH
+            end = min(last if last is not None else head[0], head[0])
+            anchor = (hash_at(conn, start - 1) or ZERO_HASH) if start > 1 else None
             if start > end:
-                conn.rollback()
-                return Result(True, None, None, None), 0
-        result = check_range(conn, start, end, anchor, head)
+                result = Result(True, None, None, None)
+            else:
+                result = check_range(conn, start, end, anchor, head)
+        result = _whole_ledger(conn, result)
         conn.rollback()
-        if not result.ok or not incremental:
-            return result, result.count
-        if end >= start:
+        if result.ok and move is not None:
             conn.autocommit = True
-            conn.execute(
-                q("events", "move_watermark"),
-                {"position": end, "hash": bytes.fromhex(result.head_hash or "")},
-            )
-        if not head_pos:
-            return Result(True, None, None, None), result.count
-        return Result(True, 1, head_pos, head_hash), result.count
+            conn.execute(q("events", "move_watermark"), move)
+        return result, result.count

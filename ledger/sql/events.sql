@@ -69,9 +69,19 @@ SELECT hash FROM events WHERE position = %(position)s
 -- name: watermark
 SELECT position, hash FROM verify_watermark WHERE id
 
+-- name: watermark_sweep
+SELECT position, hash, swept_to FROM verify_watermark WHERE id
+
 -- name: move_watermark
-UPDATE verify_watermark SET position = %(position)s, hash = %(hash)s, verified_at = now()
- WHERE id AND position < %(position)s
+-- schema.sql's ledger_verified: forward only, onto an event with that hash
+SELECT ledger_verified(%(position)s, %(hash)s, %(swept_to)s)
+
+-- name: principal_events
+SELECT position, canonical FROM events
+ WHERE type IN ('PrincipalKeyCreated', 'PrincipalKeyRevoked') ORDER BY position
+
+-- name: principals_rows
+SELECT name, role, key_sha256, created_position, revoked_position FROM principals ORDER BY name
 
 -- name: idempotency_lookup
 SELECT request_sha256, stream, first_position, last_position FROM idempotency_keys

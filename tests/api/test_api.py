@@ -247,9 +247,12 @@ def test_verify_is_incremental(client: Any, keyring: dict[str, str]) -> None:
     assert second["ok"] and second["checked"] == 2
     assert (second["verified_from"], second["verified_to"]) == (1, 7)
     assert second["head_hash"] == head(client, keyring["auditor"])["hash"]
+    assert first["rechecked"] == 0 and second["rechecked"] == 5  # 1..5 verified before
 
     third = client.get("/audit/verify", headers=key).json()
     assert third["ok"] and third["checked"] == 0 and third["verified_to"] == 7
+    assert third["rechecked"] == 2  # the sweep goes on with 6..7, then starts over
+    assert client.get("/audit/verify", headers=key).json()["rechecked"] == 7
 
     full = client.get("/audit/verify", params={"from": 1}, headers=key).json()
     assert full["ok"] and full["checked"] == 7

@@ -35,8 +35,12 @@ async def verify(
     to: Annotated[int | None, Query(ge=1, description="re-check up to this position")] = None,
 ) -> dict[str, Any]:
     """Without parameters: checks what is new since the last verification (the
-    watermark) and answers for the whole ledger. With ``from``/``to``: re-checks
-    that range in full."""
+    watermark), holds the watermark's event and the signed tree's last leaf to
+    the events, re-hashes the next slice of what was verified before (a change
+    anywhere is found within a few calls) and answers for the whole ledger.
+    With ``from``/``to``: re-checks that range in full. Either way, not ok
+    when the principals table is not the fold of the PrincipalKey* events or
+    the tree builder has halted (the reason says which)."""
     if from_ is not None and to is not None and to < from_:
         raise errors.InvalidInput(
             "to must not be smaller than from",
@@ -47,9 +51,14 @@ async def verify(
     lock: asyncio.Lock = ctx.extras.setdefault("verify_lock", asyncio.Lock())
     async with lock:
         result, checked = await asyncio.to_thread(
-            verify_stored, ctx.url, ctx.settings.db_role, from_, to
+            verify_stored,
+            ctx.url,
+            ctx.settings.db_role,
+            from_,
+            to,
+            ctx.settings.verify_sweep_events,
         )
-    return {**result.as_dict(), "checked": checked}
+    return {**result.as_dict(), "checked": checked, "rechecked": result.swept}
 
 
 @router.get(
