@@ -88,6 +88,14 @@ def list_views(url: str, settings: Settings) -> int:
 
 def check_view(url: str, settings: Settings, name: str) -> int:
     result = check(url, settings.db_role, name)
+    if result.broken is not None:
+        print(
+            f"BROKEN: the ledger under {result.name} is not intact at position "
+            f"{result.broken.position}: {result.broken.reason}; the view (at position "
+            f"{result.position}) cannot be held to it. GET /audit/verify or 'ledger verify' "
+            "on an export names every break"
+        )
+        return 1
     for line in result.differences:
         print(line)
     if not result.hash_ok:

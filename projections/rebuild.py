@@ -38,6 +38,7 @@ from ledger.events import Envelope
 from ledger.views import REBUILD_CLASS, lock_key
 from projections import registry
 from projections.base import Projection
+from projections.integrity import Broken, check_row, first_break
 from projections.runner import (
     StoredEvent,
     connect,
@@ -207,10 +208,11 @@ class Checked:
     hash_ok: bool
     rows: int
     differences: list[str] = field(default_factory=list)
+    broken: Broken | None = None  # the ledger under the view is not a chain
 
     @property
     def ok(self) -> bool:
-        return self.hash_ok and not self.differences
+        return self.hash_ok and not self.differences and self.broken is None
 
 
 def _events(conn: psycopg.Connection[Any], p: Projection, upto: int) -> Iterator[Envelope]:
@@ -218,7 +220,9 @@ def _events(conn: psycopg.Connection[Any], p: Projection, upto: int) -> Iterator
         cur.itersize = 5000
         cur.execute(q("projections", "all_events"), {"upto": upto, "types": list(p.event_types)})
         for row in cur:
-            yield row.envelope()
+            event = row.envelope()
+            check_row(row.position, event)
+            yield event
 
 
 def _describe(key: str, live: Any, folded: Any) -> str:
@@ -245,7 +249,15 @@ def check(url: str, role: str | None, name: str, *, limit: int = 50) -> Checked:
             else:
                 hash_ok = h == bytes(32)
             live = p.read(conn)
-            folded = p.fold(_events(conn, p, position))
+            broken = first_break(conn, position)
+            try:
+                folded = {} if broken else p.fold(_events(conn, p, position))
+            except Broken as exc:
+                broken = exc
+            except errors.LedgerError as exc:  # the decider refused the history
+                broken = Broken(position, f"the fold from scratch was refused: {exc}")
+    if broken is not None:
+        return Checked(name, position, h.hex(), hash_ok, len(live), broken=broken)
     diffs: list[str] = []
     for key in sorted(set(live) | set(folded)):
         if key not in folded:

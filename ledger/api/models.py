@@ -61,13 +61,18 @@ class WitnessHealth(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description="ok, unavailable (the database) or halted (the tree)")
     database: str
     head_position: int
     appended_since_start: int
     witnesses: list[WitnessHealth] | None = Field(
         default=None, description="each witness configured (LEDGER_WITNESSES), as last found"
     )
+    tree: str | None = Field(
+        None, description="ok, or halted: events under the signed tree were rewritten"
+    )
+    tree_size: int | None = None
+    reason: str | None = Field(None, description="why the tree builder halted")
 
 
 class KeyCreate(BaseModel):

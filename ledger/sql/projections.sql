@@ -151,3 +151,20 @@ SELECT dimension, key, status, n FROM task_counts WHERE n <> 0 ORDER BY dimensio
 
 -- name: counts_status_all
 SELECT id, agent_name, task_type, status FROM task_counts_status
+
+-- name: ledger_break
+-- The first place, up to the view's checkpoint, where the events are not a
+-- chain: a missing position, or an event whose prev_hash is not the hash of
+-- the one before it (a swap, an edit, an insertion). projections/integrity.py
+SELECT position, prev_position, prev_hash = before AS linked FROM (
+    SELECT position, prev_hash,
+           lag(position, 1, 0::bigint) OVER w AS prev_position,
+           lag(hash, 1, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) OVER w AS before
+      FROM events WHERE position <= %(upto)s
+    WINDOW w AS (ORDER BY position)
+) e
+ WHERE position <> prev_position + 1 OR prev_hash <> before
+ ORDER BY position LIMIT 1
+
+-- name: last_position_upto
+SELECT coalesce(max(position), 0) FROM events WHERE position <= %(upto)s

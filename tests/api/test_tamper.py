@@ -14,7 +14,15 @@ import pytest
 
 from ledger.appender import append_sync
 from ledger.events import NewEvent, StreamAppend
-from tests.support import auth, failed_at, ledger_verify
+from ledger.settings import Settings
+from tests.support import (
+    app_with_runner,
+    append,
+    auth,
+    failed_at,
+    ledger_verify,
+    wait_until,
+)
 
 VECTORS = Path(__file__).parent.parent / "vectors"
 META = {"actor": "tester", "role": "agent", "request_id": "tamper"}
@@ -269,3 +277,77 @@ def test_a_wrong_expected_head_names_only_what_came_before(
     assert proc.returncode == 1
     assert failed_at(proc) == 6, proc.stdout
     assert "(positions 1..5 verified before it)" in proc.stdout, proc.stdout
+
+
+def test_the_rolling_recheck_finds_an_old_edit_within_a_few_calls(
+    settings: Settings,
+    keyring: dict[str, str],
+    service_conn: psycopg.Connection[Any],
+    super_conn: psycopg.Connection[Any],
+) -> None:
+    """With a sweep of 3 events on a ledger of 10, an edit at position 2 after
+    everything was verified is found by the third incremental call at most."""
+    from fastapi.testclient import TestClient
+
+    for i in range(5):
+        append(service_conn, StreamAppend(f"test-{i}", [NewEvent("Tested", {"i": i})], META))
+    key = auth(keyring["auditor"])
+    with TestClient(app_with_runner(settings.model_copy(update={"verify_sweep_events": 3}))) as c:
+        first = c.get("/audit/verify", headers=key).json()
+        assert first["ok"] and first["verified_to"] == 10
+        super_conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
+        _bytes_edit(super_conn, 2, lambda b: b.replace(b'"agent-2"', b'"agent-9"', 1))
+        answers = [c.get("/audit/verify", headers=key).json() for _ in range(4)]
+    bad = [a for a in answers if not a["ok"]]
+    assert bad, answers
+    assert answers.index(bad[0]) <= 3, answers
+    assert all(a["rechecked"] <= 3 for a in answers if a["ok"]), answers
+    assert bad[0]["first_bad_position"] == 2, bad[0]
+
+
+def test_a_halted_tree_builder_shows_in_health_and_every_audit_answer(
+    ledger10: dict[str, Any],
+    client: Any,
+    keyring: dict[str, str],
+    super_conn: psycopg.Connection[Any],
+    service_conn: psycopg.Connection[Any],
+) -> None:
+    """The last event and the head are rewritten (hashes recomputed, as a
+    careful forger would); the next append then does not extend the signed
+    tree, the builder halts, and the service says so everywhere."""
+    auditor = auth(keyring["auditor"])
+    wait_until(lambda: client.get("/health").json().get("tree_size") == 10, what="the tree at 10")
+    assert client.get("/health").status_code == 200
+    super_conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
+    _bytes_edit(super_conn, 10, _flip_data_digit)
+    super_conn.execute(
+        "UPDATE events SET hash = sha256(canonical) WHERE position = 10;"
+        "UPDATE ledger_head SET hash = (SELECT hash FROM events WHERE position = 10)"
+    )
+    append(service_conn, StreamAppend("test-9", [NewEvent("Tested", {"i": 99})], META))
+
+    health = wait_until(
+        lambda: (r := client.get("/health")).status_code == 503 and r, what="/health 503"
+    )
+    body = health.json()
+    assert body["status"] == "halted" and body["tree"] == "halted", body
+    assert "events under the tree were rewritten" in body["reason"], body
+    for path, params in (
+        ("/audit/checkpoint", {}),
+        ("/audit/checkpoints", {}),
+        ("/audit/public-key", {}),
+        ("/audit/proof/inclusion", {"position": 1, "tree_size": 10}),
+        ("/audit/proof/consistency", {"from": 1, "to": 10}),
+    ):
+        r = client.get(path, params=params, headers=auditor)
+        assert r.status_code == 503, (path, r.text)
+        problem = r.json()
+        assert problem["type"].endswith("/tree-halted"), problem
+        assert "events under the tree were rewritten" in problem["detail"], problem
+        assert "retry-after" not in r.headers
+    # unauthenticated callers learn nothing more than before
+    assert client.get("/audit/checkpoint").status_code == 401
+    verify = client.get("/audit/verify", headers=auditor).json()
+    assert verify["ok"] is False
+    assert verify["first_bad_position"] == 10, verify  # its hash no longer the signed leaf
+    assert "the tree builder halted" in verify["reason"], verify

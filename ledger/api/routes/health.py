@@ -1,4 +1,9 @@
-"""Liveness and readiness: open to load balancers, no credentials needed."""
+"""Liveness and readiness: open to load balancers, no credentials needed.
+
+503 when the database cannot be reached, and when the tree builder has
+halted (``merkle_state.halted``: events under the signed tree were
+rewritten): the state is read from the database, so it is the same answer
+whichever process builds the tree."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from ledger.api.deps import Context, Ctx
 from ledger.api.errors import RETRY_AFTER
 from ledger.api.models import Health
 from ledger.api.probe import probe_of
+from ledger.proofs import store as tree_store
 from ledger.witness import store as witness_store
 from ledger.witness.submitter import parse_witnesses
 
@@ -25,6 +31,7 @@ async def health(ctx: Ctx) -> Any:
         async with probe_of(ctx).session() as conn:
             position, _ = await store.head_async(conn)
             witnesses = await _witnesses(ctx, conn)
+            tree = await tree_store.read_state_async(conn)
     except Exception:
         body = {
             "status": "unavailable",
@@ -33,13 +40,19 @@ async def health(ctx: Ctx) -> Any:
             "appended_since_start": ctx.appender.appended,
         }
         return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
-    return {
+    answer = {
         "status": "ok",
         "database": "ok",
         "head_position": position,
         "appended_since_start": ctx.appender.appended,
         "witnesses": witnesses,
+        "tree": "ok",
+        "tree_size": tree.size,
     }
+    if tree.halted:
+        answer |= {"status": "halted", "tree": "halted", "reason": tree.halted}
+        return JSONResponse(answer, status_code=503)
+    return answer
 
 
 async def _witnesses(ctx: Context, conn: Any) -> list[dict[str, Any]] | None:

@@ -12,17 +12,51 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from ledger import errors, store
-from ledger.api.deps import Caller, Context, Ctx, require
+from ledger.api.deps import Context, Ctx, principal_of
 from ledger.api.models import PROBLEM_RESPONSE
 from ledger.db import q
 from ledger.events import Principal
 from ledger.proofs import store as tree_store
-from ledger.proofs.store import SignedCheckpoint, State
+from ledger.proofs.store import SignedCheckpoint, State, TreeHalted
 from ledger.proofs.tiles import TileCache
 from ledger.witness import store as witness_store
 
-router = APIRouter(tags=["proofs"])
-Auditor = Annotated[Principal, Depends(require("auditor", "officer"))]
+_HALTED: dict[int | str, dict[str, Any]] = {
+    503: {
+        **PROBLEM_RESPONSE,
+        "description": "tree-halted: events under the tree were rewritten (no Retry-After); "
+        "or the tree is catching up (Retry-After)",
+    }
+}
+router = APIRouter(tags=["proofs"], responses=_HALTED)
+
+
+def _tree_open(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
+    """Who calls (401/403 first), then whether the tree stands: once its
+    builder halted (events under the tree were rewritten, recorded in
+    ``merkle_state.halted`` by whichever process builds it), no tree answer is
+    given: 503 ``tree-halted`` with the builder's reason, without Retry-After
+    (it does not heal by itself). ``GET /audit/verify`` says which event."""
+
+    async def dep(request: Request) -> Principal:
+        ctx: Context = request.app.state.ctx
+        principal = await principal_of(request, ctx, roles)
+        async with ctx.pool.connection() as conn:
+            state = await tree_store.read_state_async(conn)
+        if state.halted:
+            raise TreeHalted(
+                f"the tree builder halted: {state.halted}; the tree is served no further "
+                "(GET /audit/verify names the first bad position)",
+                halted=state.halted,
+                tree_size=state.size,
+            )
+        return principal
+
+    return dep
+
+
+Reader = Annotated[Principal, Depends(_tree_open())]
+Auditor = Annotated[Principal, Depends(_tree_open("auditor", "officer"))]
 NOTE = "text/plain; charset=utf-8"
 T = TypeVar("T")
 
@@ -98,7 +132,7 @@ async def _latest(ctx: Context) -> SignedCheckpoint | None:
     response_class=PlainTextResponse,
     responses={200: {"content": {NOTE: {}}, "description": "a C2SP signed-note checkpoint"}},
 )
-async def latest_checkpoint(ctx: Ctx, _: Caller) -> PlainTextResponse:
+async def latest_checkpoint(ctx: Ctx, _: Reader) -> PlainTextResponse:
     """The latest signed checkpoint. When the ledger's head is ahead of it, a
     fresh one is asked for and awaited (bounded)."""
     async with ctx.pool.connection() as conn:
@@ -119,7 +153,7 @@ async def latest_checkpoint(ctx: Ctx, _: Caller) -> PlainTextResponse:
 @router.get("/audit/checkpoints", response_model=CheckpointPage)
 async def list_checkpoints(
     ctx: Ctx,
-    _: Caller,
+    _: Reader,
     after: Annotated[int, Query(ge=-1, description="checkpoints of tree sizes above this")] = -1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
@@ -142,7 +176,7 @@ async def list_checkpoints(
 )
 async def public_key(
     ctx: Ctx,
-    _: Caller,
+    _: Reader,
     request: Request,
     all_: Annotated[
         bool, Query(alias="all", description="every key the log has used, not only the latest")
