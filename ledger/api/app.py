@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ledger import db, leases, logs
 from ledger.api import errors as api_errors
-from ledger.api import probe, watch
+from ledger.api import openapi_doc, probe, watch
 from ledger.api.admission import Admission
 from ledger.api.deps import Context
 from ledger.api.middleware import RequestMiddleware
@@ -224,5 +224,6 @@ def _truthful_openapi(app: FastAPI) -> dict[str, Any]:
                     answer["content"] = {
                         _PROBLEM: {"schema": described[0]} if described else content[_PROBLEM]
                     }
+    openapi_doc.document(schema, PUBLIC_PATHS)
     app.openapi_schema = schema
     return schema
