@@ -141,6 +141,18 @@ def install(app: FastAPI) -> None:
                 request.url.path,
                 errors=[{"field": "body", "rule": "max_depth", "message": "nesting too deep"}],
             )
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI's body parser could not read the body at all (not UTF-8,
+            # say): bad input like any other body that is not JSON, a 422.
+            why = f"{type(exc.__cause__).__name__}: {exc.__cause__}"[:300]
+            return problem(
+                422,
+                "Invalid input",
+                f"body is not valid JSON ({why})",
+                "invalid-input",
+                request.url.path,
+                errors=[{"field": "body", "rule": "json", "message": why}],
+            )
         if exc.status_code == 413:  # the body limit, hit while the body was read
             return too_large(str(exc.detail), request.url.path)
         titles = {

@@ -10,7 +10,14 @@ from psycopg.rows import class_row
 
 from ledger import keys
 from ledger.api.deps import CheckedBody, Ctx, meta_for, require
-from ledger.api.models import KeyCreate, KeyCreated, KeyRevoke, KeyRevoked, PrincipalOut
+from ledger.api.models import (
+    PROBLEM_RESPONSE,
+    KeyCreate,
+    KeyCreated,
+    KeyRevoke,
+    KeyRevoked,
+    PrincipalOut,
+)
 from ledger.db import q
 from ledger.events import Principal
 
@@ -24,7 +31,12 @@ async def _state(conn: psycopg.AsyncConnection[Any], name: str) -> keys.Principa
         return await cur.fetchone()
 
 
-@router.post("/admin/keys", response_model=KeyCreated, status_code=201)
+@router.post(
+    "/admin/keys",
+    response_model=KeyCreated,
+    status_code=201,
+    responses={409: {**PROBLEM_RESPONSE, "description": "the principal has an active key"}},
+)
 async def create_key(
     request: Request, ctx: Ctx, admin: Admin, body: KeyCreate, _raw: CheckedBody
 ) -> dict[str, Any]:
@@ -38,7 +50,14 @@ async def create_key(
     return {"name": body.name, "role": body.role, "key": key, "position": recorded[0]["position"]}
 
 
-@router.post("/admin/keys/{name}/revoke", response_model=KeyRevoked)
+@router.post(
+    "/admin/keys/{name}/revoke",
+    response_model=KeyRevoked,
+    responses={
+        404: {**PROBLEM_RESPONSE, "description": "no principal of that name"},
+        409: {**PROBLEM_RESPONSE, "description": "its key was revoked already"},
+    },
+)
 async def revoke_key(
     request: Request,
     ctx: Ctx,
