@@ -17,7 +17,9 @@ import orjson
 import psycopg
 
 from ledger.db import q
+from ledger.proofs import merkle
 from ledger.proofs import store as tree_store
+from ledger.proofs.tiles import HASH, WIDTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +39,10 @@ def broken_anchor(
     conn: psycopg.Connection[Any], wpos: int, whash: str, head_pos: int
 ) -> Anchor | None:
     """The first anchor that no longer matches the events, or None: the event
-    at the watermark must still carry the hash it was verified with, and the
-    tree's last leaf must still be the event at the tree's size."""
+    at the watermark must still carry the hash it was verified with, the
+    tree's last leaf must still be the event at the tree's size, and the last
+    leaf of the latest signed checkpoint (as its tile holds it) must still be
+    the leaf of the event at its size."""
     if wpos and hash_at(conn, wpos) != whash:
         return Anchor(wpos, "the event at the verified watermark changed since it was verified")
     tree = tree_store.read_state(conn)
@@ -48,7 +52,25 @@ def broken_anchor(
             f"the event at position {tree.size} is not the tree's last leaf: "
             "events under the signed tree were rewritten",
         )
+    signed = tree_store.latest_checkpoint(conn)
+    if signed is not None and 0 < signed.size <= min(head_pos, tree.size):
+        leaf = _stored_leaf(conn, signed.size - 1)
+        event = hash_at(conn, signed.size)
+        if leaf is None or event is None or leaf != merkle.leaf_hash(bytes.fromhex(event)):
+            return Anchor(
+                signed.size,
+                f"the event at position {signed.size} is not the last leaf of the signed "
+                f"checkpoint of size {signed.size}: events under it were rewritten",
+            )
     return None
+
+
+def _stored_leaf(conn: psycopg.Connection[Any], index: int) -> bytes | None:
+    """The stored leaf hash of leaf ``index`` (its level-0 tile), or None."""
+    tile, offset = divmod(index, WIDTH)
+    hashes = tree_store.fetch_tiles(conn, [(0, tile)]).get((0, tile), b"")
+    leaf = hashes[offset * HASH : (offset + 1) * HASH]
+    return leaf if len(leaf) == HASH else None
 
 
 def tree_halted(conn: psycopg.Connection[Any]) -> str | None:

@@ -351,3 +351,34 @@ def test_a_halted_tree_builder_shows_in_health_and_every_audit_answer(
     assert verify["ok"] is False
     assert verify["first_bad_position"] == 10, verify  # its hash no longer the signed leaf
     assert "the tree builder halted" in verify["reason"], verify
+
+
+def test_a_rewrite_that_moves_every_table_but_the_signed_tree_is_caught(
+    ledger10: dict[str, Any],
+    client: Any,
+    keyring: dict[str, str],
+    super_conn: psycopg.Connection[Any],
+) -> None:
+    """The forger rewrites the last event with its hash, and moves the head,
+    the watermark and the tree's state to match; the leaf the signed
+    checkpoint covers still names the old event."""
+    auditor = auth(keyring["auditor"])
+    wait_until(
+        lambda: (
+            (r := client.get("/audit/checkpoint", headers=auditor)).status_code == 200
+            and r.headers["x-ledger-tree-size"] == "10"
+        ),
+        what="a checkpoint of size 10",
+    )
+    super_conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
+    _bytes_edit(super_conn, 10, _flip_data_digit)
+    super_conn.execute(
+        "UPDATE events SET hash = sha256(canonical) WHERE position = 10;"
+        "UPDATE ledger_head SET hash = (SELECT hash FROM events WHERE position = 10);"
+        "UPDATE verify_watermark SET hash = (SELECT hash FROM events WHERE position = 10);"
+        "UPDATE merkle_state SET last_hash = (SELECT hash FROM events WHERE position = 10)"
+    )
+    body = client.get("/audit/verify", headers=auditor).json()
+    assert body["ok"] is False, body
+    assert body["first_bad_position"] == 10, body
+    assert "signed checkpoint of size 10" in body["reason"], body
