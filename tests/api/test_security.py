@@ -272,3 +272,20 @@ def test_the_actor_is_never_taken_from_the_body(ledger: Ledger) -> None:
     task = ledger.c.get(f"/tasks/{r.json()['id']}", headers=agent).json()
     assert task["agent_name"] == "agent-1"
     assert "mallory" not in json.dumps(events[0]["meta"])
+
+
+@pytest.mark.parametrize(
+    "raw", [b"\xff\xfe{}", b'{"task_type":"t","payload":{"s":"\xc3"}}', b"\x80"]
+)
+def test_a_body_that_is_not_utf8_is_a_422_and_writes_nothing(ledger: Ledger, raw: bytes) -> None:
+    """Found by the fuzzer: the framework's parser answered a bare 400."""
+    before = ledger.head()
+    r = ledger.c.post(
+        "/tasks",
+        headers={**auth(ledger.keys["agent"]), "Content-Type": "application/json"},
+        content=raw,
+    )
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["errors"][0]["rule"] in ("json", "json_invalid"), r.json()
+    assert ledger.head() == before
