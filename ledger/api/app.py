@@ -37,6 +37,8 @@ log = structlog.get_logger("ledger.api")
 OUTAGE_RECONNECT_SECONDS = 2.0
 # Paths served without credentials (liveness probes): no 401/403 to describe.
 PUBLIC_PATHS = {"/health"}
+# Paths without a path parameter whose lookup (in the query) can still be missing: 404.
+MAY_BE_MISSING = {"/audit/receipt"}
 _PROBLEM = "application/problem+json"
 
 # A request is matched against the routes in this order, one by one (each
@@ -213,7 +215,7 @@ def _truthful_openapi(app: FastAPI) -> dict[str, Any]:
                 drop |= {"409", "412"}
             if not op.get("parameters") and "requestBody" not in op:
                 drop.add("422")
-            if "{" not in path:
+            if "{" not in path and path not in MAY_BE_MISSING:
                 drop.add("404")  # nothing in the path to be missing
             for status in drop:
                 responses.pop(status, None)

@@ -152,12 +152,75 @@ EXAMPLES: dict[str, Any] = {
         "instance": "/tasks",
     },
 }
+_ERASURE: dict[str, Any] = {
+    "id": "0193f5d0-1c2b-7e4f-8a9b-0c1d2e3f4a5b",
+    "subject": "client:C-1042",
+    "reason": "GDPR art. 17 request REQ-2026-118",
+    "status": "proposed",
+    "proposed_by": "officer-1",
+    "proposed_at": _AT,
+    "decided_by": None,
+    "decided_at": None,
+    "keys": [],
+    "version": 1,
+    "position": 12,
+}
+_HOLD: dict[str, Any] = {
+    "id": "0193f5d1-2d3c-7f50-9bac-1d2e3f4a5b6c",
+    "scope": "subject",
+    "target": "client:C-1042",
+    "position": 13,
+    "reason": "litigation LIT-2026-7",
+    "placed_by": "officer-1",
+    "released_by": None,
+}
+EXAMPLES |= {
+    "ForgetRequest": {"subject": "client:C-1042", "reason": "GDPR art. 17 request REQ-2026-118"},
+    "ErasureOut": _ERASURE,
+    "Decision": {"comment": "no hold applies; identity of the requester checked"},
+    "HoldRequest": {"scope": "subject", "target": "client:C-1042", "reason": "LIT-2026-7"},
+    "HoldOut": _HOLD,
+    "ReleaseRequest": {"reason": "litigation closed"},
+}
+# Free-form JSON answers (no component), by path.
+PATH_EXAMPLES: dict[str, Any] = {
+    "/audit/public-key": {
+        "keys": [
+            {"vkey": "ledger.example/audit-ledger+033de0ae+AUtJ", "from_size": 1, "to_size": 7}
+        ]
+    },
+    "/privacy/retention/plan": {"as_of": _AT, "expiring": []},
+    "/privacy/policies": {"readers": {}, "task_types": {}},
+}
+_PROBLEMS = {
+    "401": ("unauthenticated", "Authentication required", "this API key is unknown or revoked"),
+    "403": ("forbidden", "Forbidden", "role 'agent' may not do this; it needs one of: auditor"),
+    "404": ("not-found", "Not found", "no task 0193f5c2-7d1e-7a55-9c3b-4f1d2e3a4b5c"),
+    "409": ("conflict", "Conflict", "TaskClaimed is not allowed when the task is done"),
+    "412": ("precondition-failed", "Precondition failed", "the task is at version 3, not 2"),
+    "422": (
+        "invalid-input",
+        "Invalid input",
+        "payload.qty: numbers whose value is an integer must lie within ±(2^53 − 1)",
+    ),
+    "503": ("unavailable", "Service unavailable", "the database is unavailable; retry shortly"),
+}
+# Paths public unless the operator sets a token of their own (not an API key).
+OPTIONAL_TOKEN = {"/log/": "logReadToken"}
+READ_TOKEN_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "LEDGER_LOG_READ_TOKEN, when the operator set one; else no credentials",
+}
 # Answers that are not JSON, by media type.
 TEXT_EXAMPLES = {
     "/audit/checkpoint": _NOTE,
     "/audit/public-key": "ledger.example/audit-ledger+033de0ae+AUtJJ0dcHnPvK2vLRDuYqjsvGOcEW"
     "DDDiDvLjBDKgWTE\n",
     "/audit/export": orjson.dumps(_EVENT).decode() + "\n",
+    "/audit/receipt": "ledger.example/audit-ledger\nindex 2\n" + _HASH + "\n\n" + _NOTE,
+    "/log/checkpoint": _NOTE,
+    "/log/tile/{path}": "(binary: 32-byte hashes, concatenated)",
 }
 
 
@@ -174,27 +237,48 @@ def _example_for(schema: dict[str, Any]) -> Any:
     return None
 
 
-def _exemplify(content: dict[str, Any], path: str) -> None:
+def _problem(status: str, path: str) -> dict[str, Any]:
+    slug, title, detail = _PROBLEMS.get(status, (f"http-{status}", "HTTP error", "see title"))
+    return {
+        "type": f"https://ledger.example/problems/{slug}",
+        "title": title,
+        "status": int(status),
+        "detail": detail,
+        "instance": path,
+    }
+
+
+def _exemplify(content: dict[str, Any], path: str, status: str | None = None) -> None:
     for media, body in content.items():
         if "example" in body or "examples" in body:
             continue
-        example = _example_for(body.get("schema", {}))
-        if example is None and media not in ("application/json", "application/problem+json"):
+        example: Any
+        if media == "application/problem+json" and status is not None:
+            example = _problem(status, path)
+        elif media == "application/json":
+            example = _example_for(body.get("schema", {})) or PATH_EXAMPLES.get(path)
+        else:
             example = TEXT_EXAMPLES.get(path)
         if example is not None:
             body["example"] = example
 
 
 def document(schema: dict[str, Any], public_paths: set[str]) -> None:
-    """Declare the bearer key on every operation outside ``public_paths`` and
-    put an example on every request body and answer that has one."""
-    schema.setdefault("components", {}).setdefault("securitySchemes", {})[SCHEME] = SECURITY_SCHEME
+    """Declare the bearer key on every operation outside ``public_paths`` (an
+    optional token of their own on ``OPTIONAL_TOKEN``'s paths) and put an
+    example on every request body and answer that has one."""
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes[SCHEME] = SECURITY_SCHEME
     for path, ops in schema.get("paths", {}).items():
+        token = next((t for p, t in OPTIONAL_TOKEN.items() if path.startswith(p)), None)
         for op in ops.values():
             if path in public_paths:
                 op["security"] = []
+            elif token:
+                schemes[token] = READ_TOKEN_SCHEME
+                op["security"] = [{}, {token: []}]
             else:
                 op["security"] = [{SCHEME: []}]
             _exemplify(op.get("requestBody", {}).get("content", {}), path)
-            for answer in op.get("responses", {}).values():
-                _exemplify(answer.get("content", {}), path)
+            for status, answer in op.get("responses", {}).items():
+                _exemplify(answer.get("content", {}), path, status)

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request, Response
 
 from ledger import errors
 from ledger.api.deps import Context, Ctx
+from ledger.api.models import PROBLEM_RESPONSE
 from ledger.db import q
 from ledger.proofs import store as tree_store
 from ledger.proofs import tilepath
@@ -40,7 +41,16 @@ def _check_access(ctx: Context, request: Request) -> None:
         raise errors.Unauthenticated("this log wants 'Authorization: Bearer <read token>'")
 
 
-@router.get("/checkpoint")
+@router.get(
+    "/checkpoint",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"text/plain; charset=utf-8": {"schema": {"type": "string"}}},
+            "description": "a C2SP signed-note checkpoint with its witness cosignatures",
+        }
+    },
+)
 async def checkpoint(ctx: Ctx, request: Request) -> Response:
     """The latest checkpoint that has its quorum of witness cosignatures
     (``LEDGER_WITNESS_QUORUM``; with none asked, the latest), with them."""
@@ -70,7 +80,17 @@ def _missing(path: str) -> errors.NotFound:
     return errors.NotFound(f"no such resource: tile/{path}")
 
 
-@router.get("/tile/{path:path}")
+@router.get(
+    "/tile/{path:path}",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {OCTETS: {"schema": {"type": "string", "format": "binary"}}},
+            "description": "a tile's hashes, or an entry bundle",
+        },
+        404: {**PROBLEM_RESPONSE, "description": "no such tile or bundle (yet)"},
+    },
+)
 async def tile(ctx: Ctx, request: Request, path: str) -> Response:
     """``tile/<L>/<N>[.p/<W>]`` (hashes) and ``tile/entries/<N>[.p/<W>]``."""
     _check_access(ctx, request)

@@ -15,6 +15,7 @@ from fastapi.responses import PlainTextResponse
 
 from ledger import errors, store, tasks
 from ledger.api.deps import Context, Ctx, require
+from ledger.api.models import PROBLEM_RESPONSE
 from ledger.db import q
 from ledger.events import Principal, envelope_from_row
 from ledger.proofs import receipts
@@ -49,7 +50,10 @@ async def _covering(ctx: Context, conn: Any, position: int) -> SignedCheckpoint:
 @router.get(
     "/audit/receipt",
     response_class=PlainTextResponse,
-    responses={200: {"content": {receipts.MEDIA_TYPE: {}}, "description": "C2SP tlog-proof"}},
+    responses={
+        200: {"content": {receipts.MEDIA_TYPE: {}}, "description": "C2SP tlog-proof"},
+        404: {**PROBLEM_RESPONSE, "description": "no event at that position, or no such task"},
+    },
 )
 async def receipt(
     ctx: Ctx,
