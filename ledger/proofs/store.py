@@ -130,6 +130,20 @@ def save(
             raise TreeHalted("another builder moved the tree; this one stops")
 
 
+async def refuse_if_halted(conn: psycopg.AsyncConnection[Any]) -> State:
+    """The tree's state, or TreeHalted (503 tree-halted, no Retry-After) once
+    its builder halted: every answer that serves the tree asks this first."""
+    state = await read_state_async(conn)
+    if state.halted:
+        raise TreeHalted(
+            f"the tree builder halted: {state.halted}; the tree is served no further "
+            "(GET /audit/verify names the first bad position)",
+            halted=state.halted,
+            tree_size=state.size,
+        )
+    return state
+
+
 def halt(conn: psycopg.Connection[Any], reason: str) -> TreeHalted:
     """Record why the builder stops (``merkle_state.halted``); the error to raise."""
     conn.execute(q("proofs", "halt"), {"reason": reason})

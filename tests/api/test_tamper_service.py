@@ -82,6 +82,9 @@ def test_a_halted_tree_builder_shows_in_health_and_every_audit_answer(
         ("/audit/public-key", {}),
         ("/audit/proof/inclusion", {"position": 1, "tree_size": 10}),
         ("/audit/proof/consistency", {"from": 1, "to": 10}),
+        ("/audit/receipt", {"position": 1}),
+        ("/log/checkpoint", {}),
+        ("/log/tile/0/000.p/10", {}),
     ):
         r = client.get(path, params=params, headers=auditor)
         assert r.status_code == 503, (path, r.text)

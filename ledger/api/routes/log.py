@@ -57,6 +57,7 @@ async def checkpoint(ctx: Ctx, request: Request) -> Response:
     _check_access(ctx, request)
     quorum = ctx.settings.witness_quorum
     async with ctx.pool.connection() as conn:
+        await tree_store.refuse_if_halted(conn)
         if quorum > 0:
             cp = await witness_store.latest_with_quorum(conn, quorum)
         else:
@@ -98,6 +99,7 @@ async def tile(ctx: Ctx, request: Request, path: str) -> Response:
     if tp is None:
         raise _missing(path)
     async with ctx.pool.connection() as conn:
+        await tree_store.refuse_if_halted(conn)
         if tp.level is None:
             first = tp.index * tilepath.FULL
             cur = await conn.execute(

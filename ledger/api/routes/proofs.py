@@ -17,7 +17,7 @@ from ledger.api.models import PROBLEM_RESPONSE
 from ledger.db import q
 from ledger.events import Principal
 from ledger.proofs import store as tree_store
-from ledger.proofs.store import SignedCheckpoint, State, TreeHalted
+from ledger.proofs.store import SignedCheckpoint, State
 from ledger.proofs.tiles import TileCache
 from ledger.witness import store as witness_store
 
@@ -42,14 +42,7 @@ def _tree_open(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
         ctx: Context = request.app.state.ctx
         principal = await principal_of(request, ctx, roles)
         async with ctx.pool.connection() as conn:
-            state = await tree_store.read_state_async(conn)
-        if state.halted:
-            raise TreeHalted(
-                f"the tree builder halted: {state.halted}; the tree is served no further "
-                "(GET /audit/verify names the first bad position)",
-                halted=state.halted,
-                tree_size=state.size,
-            )
+            await tree_store.refuse_if_halted(conn)
         return principal
 
     return dep

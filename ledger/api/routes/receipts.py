@@ -64,6 +64,7 @@ async def receipt(
     if (position is None) == (task is None):
         raise errors.InvalidInput("give one of position or task")
     async with ctx.pool.connection() as conn:
+        await tree_store.refuse_if_halted(conn)
         if position is not None:
             cur = await conn.execute(q("log", "event_at"), {"position": position})
             row = await cur.fetchone()
