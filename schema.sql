@@ -807,3 +807,20 @@ GRANT SELECT, INSERT, UPDATE ON privacy_kek TO ledger_service;
 GRANT SELECT, INSERT, UPDATE ON data_keys TO ledger_service;
 GRANT SELECT, INSERT ON forgotten_subjects TO ledger_service;
 GRANT SELECT, INSERT, UPDATE ON legal_holds TO ledger_service;
+
+-- == the console (ledger/console/) ==
+
+-- Signed-in browser sessions. The cookie holds a random token; only its
+-- SHA-256 is kept, with the key it was opened with (a key replaced or
+-- revoked ends its sessions), the form token (CSRF) and when it expires.
+CREATE TABLE IF NOT EXISTS console_sessions (
+    token_sha256 bytea       PRIMARY KEY CHECK (length(token_sha256) = 32),
+    principal    text        NOT NULL,
+    role         text        NOT NULL,
+    key_sha256   bytea       NOT NULL,
+    csrf         text        NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS console_sessions_expires_idx ON console_sessions (expires_at);
+GRANT SELECT, INSERT, DELETE ON console_sessions TO ledger_service;

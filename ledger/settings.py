@@ -97,3 +97,6 @@ class Settings(BaseSettings):
     # The key-encryption key that wraps the data keys (base64url of 32 bytes,
     # mode 0600); unset: <home>/kek.key, generated on first use.
     kek_file: Path | None = None
+    # -- the compliance console (ledger/console/) --
+    # A console session ends this long after sign-in (seconds).
+    console_session_seconds: float = 1800.0

@@ -13,7 +13,7 @@ import structlog
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
-from ledger import db, leases, logs
+from ledger import console, db, leases, logs
 from ledger.api import errors as api_errors
 from ledger.api import openapi_doc, probe, watch
 from ledger.api.admission import Admission
@@ -54,6 +54,7 @@ ROUTERS = [
     receipts.router,  # /audit/receipt: C2SP tlog-proof
     log_routes.router,  # /log/: C2SP tlog-tiles, public unless LEDGER_LOG_READ_TOKEN
     privacy.router,  # erasure, legal holds, retention (docs/privacy.md)
+    console.router,  # the compliance console's pages (/console)
 ]
 # Background services: async callables (ctx) -> awaitable cleanup, started in this order.
 SERVICES: list[Any] = [
