@@ -61,6 +61,12 @@ def _actors(events: Sequence[Any]) -> list[tuple[str, str]]:
     return list(seen)
 
 
+def node_memo(ctx: Any) -> dict[tuple[int, int], bytes]:
+    """The process's memo of Merkle subtree roots for the bundles it builds."""
+    memo: dict[tuple[int, int], bytes] = ctx.extras.setdefault("console_tree_nodes", {})
+    return memo
+
+
 async def verify_task(
     ctx: Any, task_id: str, events: Sequence[Any]
 ) -> tuple[Verification, dict[str, Any] | None]:
@@ -78,7 +84,7 @@ async def verify_task(
         )
     try:
         async with ctx.pool.connection() as conn:
-            built = await bundle.build(conn, task_id, wait=BUNDLE_WAIT)
+            built = await bundle.build(conn, task_id, wait=BUNDLE_WAIT, nodes=node_memo(ctx))
     except errors.Unavailable as exc:
         v.ok = False
         v.lines.append(f"NOT YET: {exc.detail}")
@@ -105,7 +111,8 @@ async def task_report(ctx: Any, task_id: str) -> TaskReport:
     verification, _bundle = await verify_task(ctx, task_id, events)
     async with ctx.pool.connection() as conn:
         chain = await chain_status(conn)
-    verification.checkpoint_at = format_time(chain.checkpoint_at) if chain.checkpoint_at else None
+    if chain.checkpoint_at and chain.checkpoint_size == verification.checkpoint_size:
+        verification.checkpoint_at = format_time(chain.checkpoint_at)
     steps = present.timeline(events, verification.checkpoint_size)
     return TaskReport(steps[-1].state, steps, verification, _actors(events))
 

@@ -65,8 +65,11 @@ async def task_bundle(request: Request, task_id: uuid.UUID) -> Response:
     """The task's audit bundle: the file ``ledger verify`` checks offline."""
     session = await sessions.current(request)
     session.require("report")
-    async with request.app.state.ctx.pool.connection() as conn:
-        built = await bundle.build(conn, str(task_id), wait=evidence.BUNDLE_WAIT)
+    ctx = request.app.state.ctx
+    async with ctx.pool.connection() as conn:
+        built = await bundle.build(
+            conn, str(task_id), wait=evidence.BUNDLE_WAIT, nodes=evidence.node_memo(ctx)
+        )
     return Response(
         orjson.dumps(built),
         media_type="application/json",

@@ -20,11 +20,16 @@ from ledger.witness import store as witness_store
 
 
 async def build(
-    conn: psycopg.AsyncConnection[Any], task_id: str, *, wait: float = 10.0
+    conn: psycopg.AsyncConnection[Any],
+    task_id: str,
+    *,
+    wait: float = 10.0,
+    nodes: dict[tuple[int, int], bytes] | None = None,
 ) -> dict[str, Any]:
     """The bundle for ``task_id`` (``conn`` in autocommit). Waits up to ``wait``
     seconds for a checkpoint covering the task's last event, asking the
-    checkpointer for one; raises NotFound or Unavailable."""
+    checkpointer for one; raises NotFound or Unavailable. ``nodes``: a memo
+    of subtree roots kept between calls (``proofs.store.inclusions``)."""
     stream = tasks.stream_for(task_id)
     events = await store.read_stream(conn, stream)
     if not events:
@@ -42,16 +47,16 @@ async def build(
             )
         await conn.execute(q("proofs", "want_checkpoint"))
         await asyncio.sleep(0.1)
-    cache = TileCache()
+    paths = await tree_store.inclusions(
+        conn, TileCache(), [e["position"] for e in events], cp.size, nodes
+    )
     proofs = [
         {
             "leaf_index": e["position"] - 1,
             "tree_size": cp.size,
-            "hashes": [
-                h.hex() for h in await tree_store.inclusion(conn, cache, e["position"], cp.size)
-            ],
+            "hashes": [h.hex() for h in path],
         }
-        for e in events
+        for e, path in zip(events, paths, strict=True)
     ]
     # what became of the protected values the events carry (docs/privacy.md §8)
     kids = {inner["kid"] for e in events for inner in fields.envelopes(e["data"])}

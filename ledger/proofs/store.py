@@ -18,7 +18,15 @@ from psycopg.rows import class_row
 from ledger import errors
 from ledger.db import q
 from ledger.proofs import merkle
-from ledger.proofs.tiles import HASH, TileCache, TileKey, TreeBehind, proof_hashes, tiles_needed
+from ledger.proofs.tiles import (
+    HASH,
+    TileCache,
+    TileKey,
+    TileSource,
+    TreeBehind,
+    proof_hashes,
+    tiles_needed,
+)
 
 
 class TreeHalted(errors.LedgerError):
@@ -191,6 +199,42 @@ async def inclusion(
     _check_size(size, (await read_state_async(conn)).size, "tree_size")
     ranges = merkle.inclusion_ranges(position - 1, size)
     return proof_hashes(await fetch_tiles_async(conn, tiles_needed(ranges), cache), ranges)
+
+
+MAX_NODES = 200_000  # most subtree roots a caller's ``nodes`` memo keeps
+
+
+async def inclusions(
+    conn: psycopg.AsyncConnection[Any],
+    cache: TileCache,
+    positions: list[int],
+    size: int,
+    nodes: dict[tuple[int, int], bytes] | None = None,
+) -> list[list[bytes]]:
+    """Inclusion proofs of the events at ``positions`` in the tree of ``size``
+    leaves, every tile they need read in one query (an audit bundle's proofs).
+
+    ``nodes``, when given, memoises the roots of the perfect subtrees the
+    proofs are made of, keyed (level, index): such a subtree's leaves are
+    events, which never change, so its root never does either."""
+    for position in positions:
+        check_inclusion_args(position, size)
+    _check_size(size, (await read_state_async(conn)).size, "tree_size")
+    ranges = [merkle.inclusion_ranges(position - 1, size) for position in positions]
+    needed: set[TileKey] = set().union(*(tiles_needed(r) for r in ranges)) if ranges else set()
+    tiles = TileSource(await fetch_tiles_async(conn, needed, cache))
+    if nodes is None:
+        return [proof_hashes(tiles.tiles, r) for r in ranges]
+    if len(nodes) > MAX_NODES:
+        nodes.clear()
+
+    def source(level: int, index: int) -> bytes:
+        root = nodes.get((level, index))
+        if root is None:
+            root = nodes[(level, index)] = tiles(level, index)
+        return root
+
+    return [[merkle.range_hash(source, a, b) for a, b in r] for r in ranges]
 
 
 async def consistency(
