@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
+import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -35,6 +36,9 @@ ENV = jinja2.Environment(
 ENV.globals["node"] = present.node
 ENV.globals["step_labels"] = present.STEP_LABELS
 ENV.globals["tool_call"] = present.tool_call
+# A whole state in a report: indented JSON, as the API answers it (one escape
+# instead of a table of values: a report holds one per event).
+ENV.globals["state_json"] = lambda state: orjson.dumps(state, option=orjson.OPT_INDENT_2).decode()
 
 
 def when(value: Any) -> str:

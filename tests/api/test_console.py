@@ -270,9 +270,11 @@ def _event_position(client: Any, keyring: dict[str, str], tid: str, version: int
 def test_report_pdf_and_a_bundle_that_ledger_verify_accepts(
     client: Any, keyring: dict[str, str], tmp_path: Path
 ) -> None:
-    tid, _pos = awaiting_task(client, keyring["agent"])
+    payload = {"desk": "rates", "counterparty": "Société Générale 東京 \U0001f4c8"}
+    tid, _pos = awaiting_task(client, keyring["agent"], payload)
     sign_in(client, keyring["officer"])
     html = client.get(f"/console/tasks/{tid}/report")
+    assert "Société Générale 東京 \U0001f4c8" in html.text
     assert html.status_code == 200
     verification = html.text.split('data-testid="verification"', 1)[1].split("</div>", 1)[0]
     assert (

@@ -69,6 +69,23 @@ class Shots:
         assert path.stat().st_size > 1000
 
 
+# Every form control has a label; every page has a language, one h1 and a main landmark.
+ACCESSIBILITY = """() => {
+  const unlabelled = [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+    .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+    .map(el => el.name || el.id);
+  const nameless = [...document.querySelectorAll('button, a[href]')]
+    .filter(el => !el.textContent.trim() && !el.getAttribute('aria-label')).length;
+  return {unlabelled, nameless, lang: document.documentElement.lang,
+          h1: document.querySelectorAll('h1').length, main: document.querySelectorAll('main').length};
+}"""
+
+
+def assert_accessible(page: Page) -> None:
+    got = page.evaluate(ACCESSIBILITY)
+    assert got == {"unlabelled": [], "nameless": 0, "lang": "en", "h1": 1, "main": 1}, got
+
+
 def sign_in(page: Page, base: str, key: str) -> None:
     page.goto(f"{base}/console")
     expect(page).to_have_url(re.compile(r"/console/sign-in"))
@@ -97,6 +114,7 @@ def test_an_officer_and_an_auditor_work_a_task_in_the_browser(
     officer = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
     page = officer.new_page()
     page.goto(f"{server}/console")
+    assert_accessible(page)
     shots.take(page, "sign-in")
     sign_in(page, server, keyring["officer"])
     expect(page).to_have_url(re.compile(r"/console/tasks$"))
@@ -120,6 +138,7 @@ def test_an_officer_and_an_auditor_work_a_task_in_the_browser(
     expect(page.get_by_test_id("counts").locator('[data-status="awaiting_approval"]')).to_have_text(
         "1"
     )
+    assert_accessible(page)
     shots.take(page, "tasks")
 
     # the timeline
@@ -131,6 +150,7 @@ def test_an_officer_and_an_auditor_work_a_task_in_the_browser(
     expect(long_output.locator("pre")).not_to_be_visible()
     long_output.locator("summary").click()
     expect(long_output.locator("pre")).to_be_visible()
+    assert_accessible(page)
     shots.take(page, "timeline")
 
     # as of: the control moves back through the events, by keyboard
@@ -144,6 +164,7 @@ def test_an_officer_and_an_auditor_work_a_task_in_the_browser(
     page.get_by_role("link", name="Next event").click()
     expect(page.get_by_test_id("asof-status")).to_have_text("running")
     expect(page.get_by_test_id("diff")).to_contain_text("worker")
+    assert_accessible(page)
     shots.take(page, "as-of")
 
     # a forged form post (no token, or another session's) is refused and writes nothing
@@ -173,6 +194,7 @@ def test_an_officer_and_an_auditor_work_a_task_in_the_browser(
     page.get_by_role("link", name="Regulator's report").click()
     expect(page.get_by_test_id("verification")).to_contain_text("OK: all 8 events")
     expect(page.get_by_test_id("verification")).to_contain_text("signed checkpoint of size")
+    assert_accessible(page)
     shots.take(page, "report")
     with page.expect_download() as pdf_download:
         page.get_by_role("link", name="Download this report as PDF").click()
@@ -214,6 +236,7 @@ def test_an_officer_and_an_auditor_work_a_task_in_the_browser(
     page.get_by_role("button", name="Make the report").click()
     expect(page.get_by_test_id("range-verification")).to_contain_text("OK: positions 1..")
     expect(page.locator("section.report-task")).to_have_count(2)
+    assert_accessible(page)
     shots.take(page, "range-report")
     auditor.close()
 
