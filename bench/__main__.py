@@ -177,6 +177,16 @@ def ratios(rows: list[Row], config: Config) -> list[Ratio]:
     )
     rp = _p99(rows, "replay.ledger")
     out.append(Ratio("replay p99 (ms)", "< 10 ms", rp, None if rp is None else rp < 10))
+    pages = [p for r in rows if r.key.startswith("console.") and (p := _p99(rows, r.key))]
+    worst = max(pages) if pages else None
+    out.append(
+        Ratio(
+            "console page p99, slowest page (ms)",
+            "< 200 ms",
+            worst,
+            None if worst is None else worst < 200,
+        )
+    )
     if config.scale:
         out.append(
             _ratio(

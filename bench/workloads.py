@@ -1294,6 +1294,12 @@ def _guard(key: str, workload: str, system: str, run: Callable[[], Row]) -> Row:
         return Row(key, workload, system, "", status=f"error: {type(exc).__name__}: {exc}"[:200])
 
 
+def console(b: Bench) -> list[Row]:
+    from bench.console import console_pages  # it builds on this module's helpers
+
+    return console_pages(b)
+
+
 WORKLOADS: dict[str, Callable[[Bench], list[Row]]] = {
     "http": http_submit,
     "appends": appends,
@@ -1304,6 +1310,7 @@ WORKLOADS: dict[str, Callable[[Bench], list[Row]]] = {
     "replay": replay,
     "proof": proofs,
     "scale": scale,
+    "console": console,
 }
 
 
