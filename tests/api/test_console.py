@@ -332,3 +332,23 @@ def test_an_auditor_reports_a_time_range_and_verifies_it(
     after = client.get("/console/tasks").text
     m = re.search(r'data-testid="verified-through">(\d+)<', after)
     assert m and int(m.group(1)) >= head - 1
+
+
+def test_an_officer_rejects_with_a_comment_and_the_task_is_final(
+    client: Any, keyring: dict[str, str]
+) -> None:
+    tid, pos = awaiting_task(client, keyring["agent"])
+    sign_in(client, keyring["officer"])
+    token = csrf_of(client.get(f"/console/tasks/{tid}").text)
+    r = post_form(
+        client,
+        f"/console/tasks/{tid}/decision",
+        {"decision": "reject", "comment": "Limit breach risk.", "csrf": token, "version": "7"},
+    )
+    assert r.status_code == 303
+    last = events_of(client, keyring["agent"], tid)[-1]
+    assert last["type"] == "TaskRejected" and last["data"] == {"comment": "Limit breach risk."}
+    assert last["position"] == pos + 1
+    page = client.get(r.headers["location"]).text
+    assert 'data-testid="notice">Rejected: recorded at position' in page
+    assert "/decision" not in page  # nothing left to decide
