@@ -60,6 +60,8 @@ ROUTERS = [
 SERVICES: list[Any] = [
     leases.start_sweeper,  # requeues tasks whose lease lapsed
     watch.start_watcher,  # how far each view is (min_position)
+    probe.start_probe,  # /health's own database session, out of the pool's queue
+    console.start_warming,  # compiles the console's templates
 ]
 # The tree builder and checkpoint signer run in a process of their own (`ledger
 # tree`, which `ledger run` starts): the API reads the tree from the database.
@@ -67,7 +69,6 @@ SERVICES: list[Any] = [
 TREE_SERVICES: list[Any] = [
     checkpointer.start_service,  # the tree builder and checkpoint signer (one leader)
     witness_submitter.start_service,  # new checkpoints to LEDGER_WITNESSES (one leader)
-    probe.start_probe,  # /health's own database session, out of the pool's queue
 ]
 
 

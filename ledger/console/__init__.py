@@ -8,9 +8,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ledger.console import reports, signin, taskpages
+from ledger.console.pages import start_warming
 
 router = APIRouter()
 for _part in (signin.router, taskpages.router, reports.router):
     router.include_router(_part)
 
-__all__ = ["router"]
+__all__ = ["router", "start_warming"]

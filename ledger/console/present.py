@@ -92,7 +92,7 @@ def summary(event: dict[str, Any]) -> str:
     data = event.get("data") or {}
     kind = event["type"]
     texts: dict[str, Callable[[], str]] = {
-        "TaskSubmitted": lambda: f"Submitted a {data.get('task_type')} task",
+        "TaskSubmitted": lambda: f"Submitted a task of type {data.get('task_type')}",
         "TaskClaimed": lambda: f"Claimed by {data.get('worker')}",
         "TaskLeaseRenewed": lambda: f"Lease renewed until {data.get('lease_expires_at')}",
         "TaskStepRecorded": lambda: (
