@@ -352,3 +352,19 @@ def test_an_officer_rejects_with_a_comment_and_the_task_is_final(
     page = client.get(r.headers["location"]).text
     assert 'data-testid="notice">Rejected: recorded at position' in page
     assert "/decision" not in page  # nothing left to decide
+
+
+def test_refusals_are_pages_that_still_name_who_is_signed_in(
+    client: Any, keyring: dict[str, str]
+) -> None:
+    sign_in(client, keyring["officer"])
+    missing = client.get("/console/tasks/01930000-0000-7000-8000-000000000000")
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+    assert 'data-testid="who">officer-1<' in missing.text
+    bad = client.get("/console/tasks/not-a-uuid")
+    assert bad.status_code == 422 and "text/html" in bad.headers["content-type"]
+    assert client.get("/console/tasks?status=nonsense").status_code == 422
+    assert client.get("/console/static/../../settings.py").status_code == 404
+    page = client.get("/console/tasks")
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"
