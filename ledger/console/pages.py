@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from ledger import errors
 from ledger.clock import format_time
 from ledger.console import present
-from ledger.console.sessions import Session, SignInRequired
+from ledger.console.sessions import Session, SignInRequired, current
 from ledger.db import q
 
 HERE = Path(__file__).resolve().parent
@@ -169,8 +169,6 @@ class ConsoleRoute(APIRoute):
 
 
 async def _error_page(request: Request, status: int, title: str, detail: str) -> HTMLResponse:
-    from ledger.console.sessions import current
-
     session = None
     with contextlib.suppress(errors.LedgerError):
         session = await current(request)

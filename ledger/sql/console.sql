@@ -41,8 +41,8 @@ SELECT recorded_at FROM events WHERE position = %(position)s
 -- name: task_search
 -- Newest first, keyset on the submission position (it never changes). The
 -- time range arrives as a range of positions (recorded_at never decreases
--- with position); the text is looked for in the task's folded state, which
--- holds its payload and result.
+-- with position); the text is looked for, case-insensitively, in the task's
+-- folded state: its payload, result, error, reasons and the officer's comment.
 SELECT state, created_position FROM task_view
  WHERE created_position < %(before)s
    AND created_position >= %(lo)s AND created_position <= %(hi)s

@@ -123,12 +123,12 @@ def test_an_officer_and_an_auditor_work_a_task_in_the_browser(
     expect(page.get_by_test_id("chain-status")).to_contain_text("verified through position")
 
     # search: the free text finds the one task, the agent filter the other
-    page.get_by_label("Text in the payload or result").fill("quarterly")
+    page.get_by_label("Text in the task", exact=False).fill("quarterly")
     page.get_by_role("button", name="Search").click()
     results = page.get_by_test_id("results")
     expect(results.locator("tbody tr")).to_have_count(1)
     expect(results).to_contain_text(tid)
-    page.get_by_label("Text in the payload or result").fill("")
+    page.get_by_label("Text in the task", exact=False).fill("")
     page.get_by_label("Agent", exact=True).fill("agent-2")
     page.get_by_label("Agent", exact=True).press("Enter")
     expect(page.get_by_test_id("results").locator("tbody tr")).to_have_count(1)
