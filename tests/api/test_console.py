@@ -16,7 +16,7 @@ import pytest
 
 from ledger.settings import Settings
 from tests.console_support import awaiting_task, csrf_of, post_form, sign_in
-from tests.support import ROOT, auth, proof_settings
+from tests.support import ROOT, auth, proof_settings, wait_until
 
 
 @pytest.fixture
@@ -79,6 +79,21 @@ def test_an_expired_session_is_refused(
     super_conn.execute("UPDATE console_sessions SET expires_at = now() - interval '1 second'")
     r = client.get("/console/tasks", follow_redirects=False)
     assert r.status_code == 303 and "/console/sign-in" in r.headers["location"]
+
+
+def test_a_session_ends_when_its_time_is_up(client: Any, keyring: dict[str, str]) -> None:
+    client.app.state.ctx.settings.console_session_seconds = 1.0
+    r = sign_in(client, keyring["auditor"])
+    assert "Max-Age=1" in r.headers["set-cookie"]
+    token = client.cookies.get("ledger_console")
+    assert client.get("/console/tasks").status_code == 200
+
+    def refused() -> bool:
+        # the cookie sent again as it was: the server, not the browser, says no
+        client.cookies.set("ledger_console", token, path="/console")
+        return bool(client.get("/console/tasks", follow_redirects=False).status_code == 303)
+
+    wait_until(refused, timeout=10, what="the session's expiry")
 
 
 def test_sign_out_ends_the_session_on_the_server(client: Any, keyring: dict[str, str]) -> None:
