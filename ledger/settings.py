@@ -100,3 +100,5 @@ class Settings(BaseSettings):
     # -- the compliance console (ledger/console/) --
     # A console session ends this long after sign-in (seconds).
     console_session_seconds: float = 1800.0
+    # Mark the console's cookies Secure even on plain HTTP (behind a TLS proxy).
+    console_secure_cookies: bool = False

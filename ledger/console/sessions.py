@@ -121,7 +121,8 @@ def set_cookie(request: Request, response: Response, name: str, value: str, max_
         path=PATH,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=request.url.scheme == "https"
+        or bool(request.app.state.ctx.settings.console_secure_cookies),
     )
 
 

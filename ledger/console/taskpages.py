@@ -82,7 +82,10 @@ async def search(
             "since": since,
             "until": until,
             "text": text,
+            "before": before,
         },
+        first_url="/console/tasks?"
+        + urlencode({k: v for k, v in request.query_params.items() if k != "before" and v}),
         rows=[state for state, _pos in rows],
         counts=counts,
         counts_position=counts_position,

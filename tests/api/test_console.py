@@ -251,7 +251,9 @@ def test_search_filters_pages_and_counts(
     assert _result_ids(first.text) == [ids[2], ids[1]]
     link = re.search(r'href="([^"]+)" rel="next"', first.text)
     assert link
-    assert _result_ids(client.get(link.group(1).replace("&amp;", "&")).text) == [ids[0]]
+    older = client.get(link.group(1).replace("&amp;", "&")).text
+    assert _result_ids(older) == [ids[0]]
+    assert 'data-testid="first-page"' in older and 'data-testid="next-page"' not in older
 
 
 def test_timeline_trace_and_as_of_follow_the_replay_fold(
@@ -383,3 +385,9 @@ def test_refusals_are_pages_that_still_name_who_is_signed_in(
     page = client.get("/console/tasks")
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert page.headers["cache-control"] == "no-store"
+
+
+def test_cookies_are_secure_when_told_so(client: Any, keyring: dict[str, str]) -> None:
+    client.app.state.ctx.settings.console_secure_cookies = True
+    page = client.get("/console/sign-in")
+    assert "Secure" in page.headers["set-cookie"]
