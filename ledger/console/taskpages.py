@@ -19,6 +19,7 @@ from ledger.console.pages import ChainStatus, ConsoleRoute, chain_status, render
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 PAGE = 50
+TIMELINE_WINDOW = 200  # events drawn at once on a task's page
 MAX_COMMENT = 4000
 Text = Annotated[str | None, Query(max_length=200)]
 
@@ -112,6 +113,7 @@ async def task_page(
     request: Request,
     task_id: uuid.UUID,
     at: Annotated[int | None, Query(ge=1)] = None,
+    events_from: Annotated[int | None, Query(alias="from", ge=1)] = None,
     decided: Annotated[str | None, Query(max_length=20)] = None,
     position: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
@@ -120,6 +122,9 @@ async def task_page(
     events, chain = await load_task(request, task_id)
     steps = present.timeline(events, chain.checkpoint_size)
     shown_at = min(at or len(steps), len(steps))
+    # a long task's timeline is drawn a window at a time (the fold covers all)
+    start = min(events_from or 1, len(steps))
+    window = steps[start - 1 : start - 1 + TIMELINE_WINDOW]
     message = None
     if decided in _DONE and position:
         message = f"{_DONE[decided]}: recorded at position {position}."
@@ -130,6 +135,9 @@ async def task_page(
         chain=chain,
         task=steps[-1].state,
         steps=steps,
+        window=window,
+        window_start=start,
+        window_size=TIMELINE_WINDOW,
         at=shown_at,
         shown=steps[shown_at - 1],
         first_position=events[0]["position"],

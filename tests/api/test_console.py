@@ -391,3 +391,20 @@ def test_cookies_are_secure_when_told_so(client: Any, keyring: dict[str, str]) -
     client.app.state.ctx.settings.console_secure_cookies = True
     page = client.get("/console/sign-in")
     assert "Secure" in page.headers["set-cookie"]
+
+
+def test_a_long_timeline_is_drawn_a_window_at_a_time(
+    client: Any, keyring: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledger.console import taskpages
+
+    monkeypatch.setattr(taskpages, "TIMELINE_WINDOW", 3)
+    tid, _pos = awaiting_task(client, keyring["agent"])
+    sign_in(client, keyring["auditor"])
+    first = client.get(f"/console/tasks/{tid}").text
+    assert first.count('class="event ') == 3 and 'id="v1"' in first
+    assert "Events 1–3 of 7." in first and "?from=4" in first
+    last = client.get(f"/console/tasks/{tid}?from=7").text
+    assert last.count('class="event ') == 1 and 'id="v7"' in last and "?from=4" in last
+    # the as-of control still covers every event
+    assert 'max="7"' in last and 'data-testid="asof-status">awaiting_approval<' in last
