@@ -17,6 +17,7 @@ from ledger.canonical import compute_event_hash
 from ledger.clock import format_time, now
 from ledger.console import present
 from ledger.console.pages import ChainStatus, chain_status
+from ledger.console.shown import shown_task
 from ledger.proofs import bundle
 
 BUNDLE_WAIT = 3.0  # seconds a report waits for a checkpoint covering the task
@@ -104,7 +105,7 @@ async def verify_task(
     return v, built
 
 
-async def task_report(ctx: Any, task_id: str) -> TaskReport:
+async def task_report(ctx: Any, task_id: str, reader: Any) -> TaskReport:
     _state, events = await commands.load(ctx.pool, task_id)
     if not events:
         raise errors.NotFound(f"no task {task_id}")
@@ -113,7 +114,8 @@ async def task_report(ctx: Any, task_id: str) -> TaskReport:
         chain = await chain_status(conn)
     if chain.checkpoint_at and chain.checkpoint_size == verification.checkpoint_size:
         verification.checkpoint_at = format_time(chain.checkpoint_at)
-    steps = present.timeline(events, verification.checkpoint_size)
+    shown, views = await shown_task(ctx, reader, events)
+    steps = present.timeline(shown, verification.checkpoint_size, views)
     return TaskReport(steps[-1].state, steps, verification, _actors(events))
 
 

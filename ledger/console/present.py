@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger import tasks
+from ledger.privacy.fields import MARK
 
+SHOWN_OF_PROTECTED = ("class", "subject", "field", "erased_by", "erased_at_position")
 LONG_TEXT = 280  # characters: longer strings (or several lines) are folded
 LONG_LINES = 4
 BIG_CONTAINER = 12  # objects and arrays with more items are folded
@@ -23,7 +25,7 @@ BIG_CONTAINER = 12  # objects and arrays with more items are folded
 class Node:
     """A JSON value as the templates draw it."""
 
-    kind: str  # null | bool | number | text | long_text | object | array
+    kind: str  # null | bool | number | text | long_text | object | array | protected
     text: str = ""
     items: tuple[tuple[str, Any], ...] = ()
     folded: bool = False
@@ -31,6 +33,12 @@ class Node:
 
 
 def node(value: Any) -> Node:
+    if isinstance(value, dict) and len(value) == 1 and isinstance(value.get(MARK), dict):
+        # a protected value the reader does not see in clear (docs/privacy.md)
+        inner = value[MARK]
+        status = str(inner.get("status", "protected"))
+        shown = tuple((str(k), v) for k, v in inner.items() if k in SHOWN_OF_PROTECTED)
+        return Node("protected", status, items=shown)
     if value is None:
         return Node("null", "null")
     if isinstance(value, bool):
@@ -149,15 +157,23 @@ def tool_call(content: Any) -> dict[str, Any] | None:
     }
 
 
-def timeline(events: Sequence[Any], checkpoint_size: int | None) -> list[Step]:
+def timeline(
+    events: Sequence[Any],
+    checkpoint_size: int | None,
+    views: Sequence[dict[str, Any]] | None = None,
+) -> list[Step]:
     """Each event with the task as it stood after it (the replay fold) and
-    what changed from the state before."""
+    what changed from the state before. ``views``: those states as the reader
+    may see them (``console.shown``), when already folded."""
     out: list[Step] = []
     state: tasks.TaskState | None = None
     before: dict[str, Any] | None = None
-    for event in events:
-        state = tasks.evolve(state, event)
-        after = tasks.view(state)
+    for i, event in enumerate(events):
+        if views is None:
+            state = tasks.evolve(state, event)
+            after = tasks.view(state)
+        else:
+            after = views[i]
         inside = checkpoint_size is not None and event["position"] <= checkpoint_size
         out.append(Step(event, summary(event), after, diff(before, after), inside))
         before = after

@@ -27,7 +27,7 @@ async def _task_report(request: Request, task_id: uuid.UUID) -> tuple[sessions.S
     session = await sessions.current(request)
     session.require("report")
     ctx = request.app.state.ctx
-    tr = await evidence.task_report(ctx, str(task_id))
+    tr = await evidence.task_report(ctx, str(task_id), session.principal)
     async with ctx.pool.connection() as conn:
         chain = await chain_status(conn)
     report = Report(
@@ -89,7 +89,7 @@ async def _range_report(
     async with ctx.pool.connection() as conn:
         ids, lo, hi = await tasks_in_range(conn, t0, t1, RANGE_TASKS + 1)
         chain = await chain_status(conn)
-    reports = [await evidence.task_report(ctx, tid) for tid in ids[:RANGE_TASKS]]
+    reports = [await evidence.task_report(ctx, tid, session.principal) for tid in ids[:RANGE_TASKS]]
     return session, Report(
         title=f"Regulator's report: {since} to {until} (UTC)",
         generated_at=evidence.stamp(),

@@ -16,6 +16,7 @@ from ledger import clock, commands, errors, keys, tasks, views
 from ledger.api.deps import meta_for
 from ledger.console import present, queries, sessions
 from ledger.console.pages import ChainStatus, ConsoleRoute, chain_status, render
+from ledger.console.shown import shown_states, shown_task
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 PAGE = 50
@@ -60,7 +61,8 @@ async def search(
         since=parse_moment("since", since),
         until=parse_moment("until", until),
     )
-    async with request.app.state.ctx.pool.connection() as conn:
+    ctx = request.app.state.ctx
+    async with ctx.pool.connection() as conn:
         rows = await queries.search(conn, f, before=before, limit=PAGE + 1)
         counts = await queries.status_counts(conn, agent, None if agent else task_type)
         counts_position = await views.position(conn, views.TASK_COUNTS)
@@ -87,7 +89,7 @@ async def search(
         },
         first_url="/console/tasks?"
         + urlencode({k: v for k, v in request.query_params.items() if k != "before" and v}),
-        rows=[state for state, _pos in rows],
+        rows=await shown_states(ctx, session.principal, [state for state, _pos in rows]),
         counts=counts,
         counts_position=counts_position,
         next_url=next_url,
@@ -120,7 +122,8 @@ async def task_page(
     session = await sessions.current(request)
     session.require("timeline")
     events, chain = await load_task(request, task_id)
-    steps = present.timeline(events, chain.checkpoint_size)
+    events, views = await shown_task(request.app.state.ctx, session.principal, events)
+    steps = present.timeline(events, chain.checkpoint_size, views)
     shown_at = min(at or len(steps), len(steps))
     # a long task's timeline is drawn a window at a time (the fold covers all)
     start = min(events_from or 1, len(steps))

@@ -408,3 +408,27 @@ def test_a_long_timeline_is_drawn_a_window_at_a_time(
     assert last.count('class="event ') == 1 and 'id="v7"' in last and "?from=4" in last
     # the as-of control still covers every event
     assert 'max="7"' in last and 'data-testid="asof-status">awaiting_approval<' in last
+
+
+def test_protected_fields_show_as_the_api_shows_them(client: Any, keyring: dict[str, str]) -> None:
+    r = client.post(
+        "/tasks",
+        json={
+            "task_type": "kyc_review",
+            "payload": {"client_id": "C-1042", "client_name": "Ada Lovelace", "jurisdiction": "GB"},
+        },
+        headers=auth(keyring["agent"]),
+    )
+    assert r.status_code == 201, r.text
+    tid, pos = r.json()["id"], r.json()["position"]
+    client.get(f"/tasks/{tid}?min_position={pos}", headers=auth(keyring["agent"]))
+    for who, clear in (("officer", True), ("agent", True), ("auditor", False), ("agent2", False)):
+        client.cookies.clear()
+        sign_in(client, keyring[who])
+        page = client.get(f"/console/tasks/{tid}").text
+        assert ("Ada Lovelace" in page) is clear, who
+        assert tid in client.get("/console/tasks?task_type=kyc_review").text
+        # the view holds protected values sealed: the text search cannot find them
+        assert tid not in client.get("/console/tasks?text=lovelace").text
+        assert ('data-testid="protected">protected: withheld<' in page) is not clear, who
+        assert "C-1042" in page  # the subject's id is not itself protected
