@@ -5,6 +5,13 @@ the runner announces ``<name>:<position>`` with every batch it commits, so a
 request waiting for ``min_position`` wakes as soon as the view has it (and
 re-reads the checkpoint every ``POLL`` seconds in case a notification was
 missed).
+
+What the watcher heard is a hint for when to look, never the answer: the
+runner commits its batches without waiting for the WAL flush, so a crash of
+the server can take its last batches back, checkpoint and rows together,
+after their NOTIFY reached the watcher. :func:`read_view` therefore reads the
+checkpoint on the connection it then reads the view with, and answers only
+when that checkpoint has the position asked for.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import structlog
@@ -24,6 +31,7 @@ from ledger import db, errors, store, views
 log = structlog.get_logger("ledger.watch")
 
 POLL = 0.25
+T = TypeVar("T")
 
 
 class ProjectionBehind(errors.Unavailable):
@@ -49,6 +57,18 @@ class Watcher:
 
     def _seen(self, name: str, pos: int) -> None:
         if pos > self.positions.get(name, -1):
+            self.positions[name] = pos
+
+    def correct(self, name: str, pos: int) -> None:
+        """The view was found at ``pos``, below what was heard: a crash took its
+        last batches back. Believe the checkpoint from now on."""
+        if pos < self.positions.get(name, -1):
+            log.warning(
+                "projection_behind_what_was_announced",
+                projection=name,
+                announced=self.positions[name],
+                position=pos,
+            )
             self.positions[name] = pos
 
     async def wait_for(self, name: str, target: int, timeout: float) -> int:
@@ -95,17 +115,65 @@ class Watcher:
                 await asyncio.sleep(1.0)
 
 
-async def ensure(ctx: Any, name: str, min_position: int | None) -> int:
-    """Wait (at most ``max_wait_seconds``) until ``name`` has folded ``min_position``.
+async def read_view(
+    ctx: Any,
+    name: str,
+    min_position: int | None,
+    read: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
+) -> tuple[int, T]:
+    """``read(conn)`` of view ``name`` once it has folded ``min_position``
+    (waiting at most ``max_wait_seconds``, else ProjectionBehind, 503); returns
+    the view's position and what ``read`` returned.
 
-    Returns the position the view is at; raises ProjectionBehind (503) when
-    the wait ran out, saying where the view is."""
+    With ``min_position`` the checkpoint is read on the connection ``read``
+    then uses, just before it: ``read`` sees that checkpoint's batches or
+    later ones (a crash in between breaks the connection, so the read fails
+    rather than seeing less). A checkpoint below what the watcher heard makes
+    the watcher believe the checkpoint and the wait go on."""
+    if min_position is None:
+        pos = await ensure(ctx, name, None)
+        async with ctx.pool.connection() as conn:
+            return pos, await read(conn)
+    watcher: Watcher = ctx.extras["projection_watcher"]
+    deadline = time.monotonic() + float(ctx.settings.max_wait_seconds)
+    while True:
+        await ensure(ctx, name, min_position, max(0.0, deadline - time.monotonic()))
+        async with ctx.pool.connection() as conn:
+            folded = await views.position(conn, name)
+            if folded >= min_position:
+                return folded, await read(conn)
+        watcher.correct(name, folded)
+        if time.monotonic() >= deadline:
+            raise _behind(name, folded, min_position, float(ctx.settings.max_wait_seconds))
+
+
+def _behind(name: str, pos: int, min_position: int, wait: float) -> ProjectionBehind:
+    return ProjectionBehind(
+        f"the {name} view has folded the ledger up to position {pos}, not yet "
+        f"{min_position}, after waiting {wait:g} s; retry shortly (GET /projections "
+        "shows its lag)",
+        projection=name,
+        position=pos,
+        min_position=min_position,
+        retry_after=1,
+    )
+
+
+async def ensure(ctx: Any, name: str, min_position: int | None, wait: float | None = None) -> int:
+    """Wait (at most ``wait``, default ``max_wait_seconds``) until the watcher
+    has seen ``name`` fold ``min_position``.
+
+    Returns the position the watcher believes the view is at; raises
+    ProjectionBehind (503) when the wait ran out, saying where the view is.
+    The belief may be ahead of the view after a crash of the server: to read
+    the view as of ``min_position``, use :func:`read_view`."""
     watcher: Watcher = ctx.extras["projection_watcher"]
     if min_position is None:
         # a lower bound is enough here: the last position announced, else read it
         known = watcher.positions.get(name)
         return known if known is not None else await watcher.position(name)
-    wait = float(ctx.settings.max_wait_seconds)
+    full = float(ctx.settings.max_wait_seconds)
+    wait = full if wait is None else wait
     pos = watcher.positions.get(name, -1)
     if pos < min_position:
         async with ctx.pool.connection() as conn:
@@ -120,15 +188,7 @@ async def ensure(ctx: Any, name: str, min_position: int | None) -> int:
             )
     pos = await watcher.wait_for(name, min_position, wait)
     if pos < min_position:
-        raise ProjectionBehind(
-            f"the {name} view has folded the ledger up to position {pos}, not yet "
-            f"{min_position}, after waiting {wait:g} s; retry shortly (GET /projections "
-            "shows its lag)",
-            projection=name,
-            position=pos,
-            min_position=min_position,
-            retry_after=1,
-        )
+        raise _behind(name, pos, min_position, full)
     return pos
 
 

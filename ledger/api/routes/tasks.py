@@ -35,7 +35,7 @@ from ledger.api.task_models import (
     TaskSubmitted,
     Written,
 )
-from ledger.api.watch import ensure
+from ledger.api.watch import read_view
 from ledger.events import Principal
 from ledger.privacy import service as privacy
 
@@ -156,9 +156,9 @@ async def get_task(
     projection runner; it may lag the writes by a moment). ``min_position``:
     the position a command answered with; the view is awaited until it
     includes it (read your writes), at most ``max_wait_seconds``, else 503."""
-    pos = await ensure(ctx, views.TASKS, min_position)
-    async with ctx.pool.connection() as conn:
-        state = await views.get_task(conn, str(task_id))
+    pos, state = await read_view(
+        ctx, views.TASKS, min_position, lambda conn: views.get_task(conn, str(task_id))
+    )
     if state is None:
         # Not in the view: either no such task, or the view is behind (its
         # runner slow or down). The ledger decides; a task it has is folded

@@ -19,7 +19,7 @@ from ledger.api.deps import Caller, Ctx, QueueCall, require
 from ledger.api.models import PROBLEM_RESPONSE
 from ledger.api.task_models import TASK_TYPE_PATTERN, Status, TaskOut
 from ledger.api.view_models import ClaimNext, ProjectionsOut, TaskPage, TaskStats
-from ledger.api.watch import ensure
+from ledger.api.watch import read_view
 from ledger.events import Principal
 from ledger.privacy import service as privacy
 
@@ -102,16 +102,19 @@ async def list_tasks(
     enter a status filter between pages)."""
     filters = (status, agent_name, task_type)
     after = decode_cursor(cursor, filters) if cursor is not None else 0
-    pos = await ensure(ctx, views.TASKS, min_position)
-    async with ctx.pool.connection() as conn:
-        rows = await views.task_page(
+    pos, rows = await read_view(
+        ctx,
+        views.TASKS,
+        min_position,
+        lambda conn: views.task_page(
             conn,
             after=after,
             limit=limit + 1,
             status=status,
             agent_name=agent_name,
             task_type=task_type,
-        )
+        ),
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     response.headers[POSITION_HEADER] = str(pos)
@@ -127,9 +130,7 @@ async def task_stats(
     ctx: Ctx, _: Caller, response: Response, min_position: MinPosition = None
 ) -> dict[str, Any]:
     """Tasks by status, per submitting agent and per task type (the task_counts view)."""
-    pos = await ensure(ctx, views.TASK_COUNTS, min_position)
-    async with ctx.pool.connection() as conn:
-        counts = await views.task_stats(conn)
+    pos, counts = await read_view(ctx, views.TASK_COUNTS, min_position, views.task_stats)
     response.headers[POSITION_HEADER] = str(pos)
     return {"position": pos, "by_agent": counts["agent"], "by_task_type": counts["task_type"]}
 
