@@ -76,9 +76,10 @@ def install(app: FastAPI) -> None:
     async def ledger_error(request: Request, exc: errors.LedgerError) -> JSONResponse:
         if exc.status >= 500:
             log.warning("request_failed", error=exc.detail, kind=exc.type_slug)
-        return problem(
-            exc.status, exc.title, exc.detail, exc.type_slug, request.url.path, **exc.extra
-        )
+        extra = dict(exc.extra)
+        if not getattr(exc, "transient", True):
+            extra["retry_after"] = None  # waiting will not mend it: no Retry-After
+        return problem(exc.status, exc.title, exc.detail, exc.type_slug, request.url.path, **extra)
 
     @app.exception_handler(psycopg.errors.LockNotAvailable)
     @app.exception_handler(psycopg.errors.QueryCanceled)

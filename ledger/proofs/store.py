@@ -33,6 +33,7 @@ class TreeHalted(errors.LedgerError):
     """The events under the tree changed: the builder refuses to go on."""
 
     status, title, type_slug = 503, "Tree halted", "tree-halted"
+    transient = False  # an operator must look: a 503 without Retry-After
 
 
 @dataclass(frozen=True, slots=True)
