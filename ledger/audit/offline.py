@@ -94,7 +94,10 @@ def check_bundle(
                 raise Failed(f"line {lineno}: not valid JSON ({exc})") from None
     result = verify_events(events, anchor=anchor, expect_head=expect_head)
     if not result.ok:
-        raise Failed(f"FAILED at position {result.first_bad_position}: {result.reason}")
+        where = result.first_bad_position
+        raise Failed(
+            f"FAILED at position {where}: {result.reason}" if where else f"FAILED: {result.reason}"
+        )
     out = [
         f"OK: positions {result.verified_from}..{result.verified_to} verify "
         f"({result.count} events); head {result.verified_to}:{result.head_hash}"
