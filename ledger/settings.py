@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     # cyclic collector running every 700 allocations cost ~15% of throughput
     # and most of the p99 in `make bench`. 0 keeps Python's default.
     gc_threshold: int = 10_000
+    # Well-formed POST /tasks answered without FastAPI's per-request machinery
+    # (ledger/api/fast_submit.py); false: every request goes through the routes.
+    fast_submit: bool = True
     # -- the public log (/log/: C2SP tlog-tiles) and its witnesses --
     # Unset: /log/ is public; set: it wants 'Authorization: Bearer <this token>'.
     log_read_token: str | None = None

@@ -18,6 +18,7 @@ from ledger.api import errors as api_errors
 from ledger.api import openapi_doc, probe, watch
 from ledger.api.admission import Admission
 from ledger.api.deps import Context
+from ledger.api.fast_submit import FastSubmit
 from ledger.api.middleware import RequestMiddleware
 from ledger.api.models import PROBLEM_RESPONSE
 from ledger.api.routes import admin, audit, events, health, privacy, proofs, receipts, tasks, views
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None, *, tree: bool = False) -> FastA
     )
     api_errors.install(app)
     app.openapi = lambda: _truthful_openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(FastSubmit, root=app)  # inside admission and the request log
     app.add_middleware(
         Admission,
         max_inflight=settings.max_inflight_requests,
