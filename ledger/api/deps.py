@@ -123,7 +123,7 @@ def require(*roles: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
 # Optional meta (SPEC §1) a client may set by header: tie the events of one
 # business process together (correlation) and to what caused them (causation).
 META_HEADERS = {"X-Correlation-Id": "correlation_id", "X-Causation-Id": "causation_id"}
-_META_VALUE = re.compile(r"^[\x21-\x7e]{1,128}$")
+_META_VALUE = re.compile(r"^[\x21-\x7e]{1,128}$")  # fullmatch: "$" alone admits a final "\n"
 
 
 def meta_for(request: Request, principal: Principal, **extra: Any) -> dict[str, Any]:
@@ -137,7 +137,7 @@ def meta_for(request: Request, principal: Principal, **extra: Any) -> dict[str, 
         value = request.headers.get(header)
         if value is None:
             continue
-        if not _META_VALUE.match(value):
+        if not _META_VALUE.fullmatch(value):
             raise errors.InvalidInput(
                 f"{header} must be 1-128 printable ASCII characters without spaces",
                 errors=[{"field": header, "rule": "pattern", "message": _META_VALUE.pattern}],

@@ -32,7 +32,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ledger import commands, tasks
-from ledger.api.deps import META_HEADERS, REPLAYED_HEADER, Context, _expected, _lookup
+from ledger.api.deps import (
+    _META_VALUE,
+    META_HEADERS,
+    REPLAYED_HEADER,
+    Context,
+    _expected,
+    _lookup,
+)
 from ledger.api.task_models import TaskSubmit, TaskSubmitted
 from ledger.canonical import CanonicalError, validate
 from ledger.errors import LedgerError
@@ -41,8 +48,8 @@ from ledger.privacy import service as privacy
 
 Scope = dict[str, Any]
 ROUTE = "/tasks"
-_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # Idempotency-Key, as deps.IdempotencyKey has it
-_META_VALUE = re.compile(r"^[\x21-\x7e]{1,128}$")  # as deps.meta_for has it
+# Idempotency-Key, as deps.IdempotencyKey has it (fullmatch: "$" alone admits a final "\n")
+_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 _WANTED = {
     b"authorization",
     b"content-type",
@@ -71,19 +78,24 @@ class FastSubmit:
         ):
             await self.app(scope, receive, send)
             return
-        body = b""
+        ctx: Context | None = getattr(self.root.state, "ctx", None)
+        if ctx is None or not ctx.settings.fast_submit:
+            await self.app(scope, receive, send)
+            return
+        pieces: list[bytes] = []
         more = True
         while more:
             message = await receive()
             if message["type"] != "http.request":  # the client left: FastAPI says so
                 await self.app(scope, _replay(b"", receive, message), send)
                 return
-            body += message.get("body", b"")
+            pieces.append(message.get("body", b""))
             more = message.get("more_body", False)
+        body = b"".join(pieces)
         replayed = _replay(body, receive)
         submission: tuple[Any, ...] | None = None
         try:
-            submission = await self._taken(scope, body)
+            submission = await self._taken(ctx, scope, body)
             if submission is not None:
                 self.served += 1
                 response = await self._submit(*submission)
@@ -98,10 +110,9 @@ class FastSubmit:
                 return
         await response(scope, replayed, send)
 
-    async def _taken(self, scope: Scope, body: bytes) -> tuple[Any, ...] | None:
+    async def _taken(self, ctx: Context, scope: Scope, body: bytes) -> tuple[Any, ...] | None:
         """What the route would accept from this request, or None to pass it on."""
-        ctx: Context | None = getattr(self.root.state, "ctx", None)
-        if ctx is None or not ctx.settings.fast_submit or not body:
+        if not body:
             return None
         seen: dict[bytes, str] = {}
         for name, value in scope["headers"]:
@@ -117,13 +128,13 @@ class FastSubmit:
         if scheme.lower() != "bearer" or not token:
             return None
         key = seen.get(b"idempotency-key")
-        if key is not None and not _KEY.match(key):
+        if key is not None and not _KEY.fullmatch(key):
             return None
         meta_extra: dict[str, str] = {}
         for header, meta_key in _META_KEYS.items():
             value = seen.get(header.encode())
             if value is not None:
-                if not _META_VALUE.match(value):
+                if not _META_VALUE.fullmatch(value):
                     return None
                 meta_extra[meta_key] = value
         try:

@@ -6,6 +6,7 @@ path and one without (LEDGER_FAST_SUBMIT=false)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,10 +39,17 @@ def two(settings: Settings) -> Iterator[tuple[Any, Any, FastSubmit, FastSubmit]]
 
 
 def _send(client: Any, key: str | None, body: Any, **headers: str) -> Any:
+    """POST /tasks; a header given as "-" is left out; ``chunked=...`` sends
+    the body in pieces of that many bytes (no Content-Length)."""
+    chunk = int(headers.pop("chunked", 0))
     h = {"Content-Type": "application/json", **headers}
+    h = {k: v for k, v in h.items() if v != "-"}
     if key is not None:
         h["Authorization"] = f"Bearer {key}"
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    if chunk:
+        pieces = iter([raw[i : i + chunk] for i in range(0, len(raw), chunk)])
+        return client.post("/tasks", content=pieces, headers=h)
     return client.post("/tasks", content=raw, headers=h)
 
 
@@ -146,7 +154,19 @@ REFUSED: list[tuple[str, str | None, Any, dict[str, str]]] = [
     ("If-Match of another version", "agent", BODY, {"If-Match": "5"}),
     ("bad correlation id", "agent", BODY, {"X-Correlation-Id": "a b"}),
     ("text content type", "agent", BODY, {"Content-Type": "text/plain"}),
+    ("no content type", "agent", BODY, {"Content-Type": "-"}),
+    ("problem+json content type", "agent", BODY, {"Content-Type": "application/problem+json"}),
+    ("an auditor", "auditor", BODY, {}),
+    ("an admin", "admin", BODY, {}),
+    (
+        "chunked, over the limit",
+        "agent",
+        {**BODY, "payload": {"x": "y" * 300_000}},
+        {"chunked": "4096"},
+    ),
 ]
+# What the route takes without a refusal: said by no check of its own
+TAKEN_BY_THE_ROUTE = {"text content type", "no content type", "problem+json content type"}
 
 
 @pytest.mark.parametrize(
@@ -164,7 +184,7 @@ def test_refusals_are_the_routes_own(
     fast, slow, layer, _ = two
     key = keyring.get(who, who) if who else None
     a, b = _send(fast, key, body, **headers), _send(slow, key, body, **headers)
-    assert a.status_code >= 400 or why == "text content type", (why, a.status_code)
+    assert a.status_code >= 400 or why in TAKEN_BY_THE_ROUTE, (why, a.status_code)
     assert _shape(a) == _shape(b), why
     if a.status_code >= 400:
         with psycopg.connect(db_url) as conn:
@@ -175,7 +195,49 @@ def test_refusals_are_the_routes_own(
     assert layer.served == (1 if why == "If-Match of another version" else 0), why
 
 
-def test_off_by_setting_every_submission_takes_the_route(settings: Settings) -> None:
+def test_a_chunked_body_and_other_forms_of_the_headers_are_served_alike(
+    two: tuple[Any, Any, FastSubmit, FastSubmit], keyring: dict[str, str]
+) -> None:
+    fast, slow, layer, _ = two
+    key = keyring["agent"]
+    forms: list[dict[str, str]] = [
+        {"chunked": "7"},
+        {"Content-Type": "application/json; charset=utf-8"},
+        {"If-Match": 'W/"0"'},
+        {"If-Match": "*"},
+        {"Idempotency-Key": "k" * 200},
+        {"X-Correlation-Id": "c" * 128, "X-Causation-Id": "d"},
+    ]
+    for n, headers in enumerate(forms, 1):
+        other = {**headers}  # a key of its own: the same one would be a replay
+        if "Idempotency-Key" in other:
+            other["Idempotency-Key"] = "j" * 200
+        a, b = _send(fast, key, BODY, **headers), _send(slow, key, BODY, **other)
+        assert a.status_code == 201, (headers, a.text)
+        assert _shape(a) == _shape(b), headers
+        assert layer.served == n, headers
+
+
+def test_a_revoked_key_is_the_routes_to_refuse(
+    two: tuple[Any, Any, FastSubmit, FastSubmit], keyring: dict[str, str], db_url: str
+) -> None:
+    fast, slow, layer, _ = two
+    admin = {"Authorization": f"Bearer {keyring['admin']}"}
+    for client in (fast, slow):  # both apps know the key before it is revoked
+        assert _send(client, keyring["agent2"], BODY).status_code == 201
+    r = slow.post("/admin/keys/agent-2/revoke", headers=admin)
+    assert r.status_code in (200, 201), r.text
+    time.sleep(1.1)  # past the principal cache of both apps
+    a, b = _send(fast, keyring["agent2"], BODY), _send(slow, keyring["agent2"], BODY)
+    assert a.status_code == 401 and _shape(a) == _shape(b)
+    assert layer.served == 1  # the submission before the revocation
+
+
+def test_off_by_setting_every_submission_takes_the_route(
+    settings: Settings, keyring: dict[str, str]
+) -> None:
     app = create_app(settings.model_copy(update={"fast_submit": False}))
-    with TestClient(app):
+    with TestClient(app) as client:
+        r = _send(client, keyring["agent"], BODY)
+        assert r.status_code == 201, r.text
         assert _fast_layer(app).served == 0
