@@ -151,6 +151,57 @@ def compute_event_hash(event: dict[str, Any]) -> str:
     return event_hash_hex(canonical_bytes(event_without_hash(event)))
 
 
+_HASH_MEMBER = b',"hash":"'
+_HASH_TAIL = len(_HASH_MEMBER) + 64 + len(b'"}')
+
+
+def _has_float(value: dict[str, Any]) -> bool:
+    stack: list[Any] = [value]
+    pop, push = stack.pop, stack.append
+    while stack:
+        v = pop()
+        for x in v.values() if type(v) is dict else v:
+            t = type(x)
+            if t is float:
+                return True
+            if t is dict or t is list:
+                push(x)
+    return False
+
+
+def exported_event_hash(event: dict[str, Any], line: bytes) -> str:
+    """:func:`compute_event_hash` of ``event``, parsed from ``line``, sooner when
+    the line is in the export's form: the event's RFC 8785 bytes with its
+    ``,"hash":"…"`` member appended (``ledger.store.export_line``).
+
+    Such a line, less that member, is the event's RFC 8785 bytes exactly when
+    orjson with sorted keys writes the parsed event back to the same bytes, the
+    bytes are ASCII (no key orjson could order otherwise), the event holds no
+    float (orjson writes ``1.0`` where RFC 8785 writes ``1``) and no integer
+    beyond 2^53 - 1. Then those bytes are hashed as they are; any other line
+    takes the general path. The answer is always :func:`compute_event_hash`'s.
+    """
+    body = line.rstrip(b"\n")
+    cut = len(body) - _HASH_TAIL
+    if (
+        cut > 1
+        and body[cut : cut + len(_HASH_MEMBER)] == _HASH_MEMBER
+        and body.endswith(b'"}')
+        and body.isascii()
+    ):
+        rest = event.copy()
+        rest.pop("hash", None)
+        if not _has_float(rest):
+            try:
+                written = orjson.dumps(rest, option=_SORTED | orjson.OPT_STRICT_INTEGER)
+            except orjson.JSONEncodeError:  # an integer beyond 2^53 - 1
+                written = None
+            candidate = body[:cut] + b"}"
+            if written == candidate:
+                return event_hash_hex(candidate)
+    return compute_event_hash(event)
+
+
 def envelope_tail(
     position: int, prev_hash: str, recorded_at: str, stream: str, type_: str, version: int
 ) -> bytes:

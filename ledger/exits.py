@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-
-import httpx
-import psycopg
+from typing import Any
 
 from ledger import errors
 
@@ -21,20 +19,34 @@ def guarded(prog: str, run: Callable[[], int]) -> int:
     except errors.LedgerError as exc:
         print(f"{prog}: {exc.detail}", file=sys.stderr)
         return 2
-    except psycopg.OperationalError as exc:
-        print(f"{prog}: cannot reach the database: {exc}", file=sys.stderr)
-        return 2
-    except httpx.TransportError as exc:  # the ledger's API (``ledger worker``), after retries
-        print(f"{prog}: cannot reach {_url(exc)}: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         return 1
     except FileNotFoundError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        line = _unreachable(exc)
+        if line is None:
+            raise
+        print(f"{prog}: {line}", file=sys.stderr)
+        return 2
 
 
-def _url(exc: httpx.TransportError) -> str:
+def _unreachable(exc: Exception) -> str | None:
+    """What to say when the database or the ledger's API could not be reached.
+    Their client libraries are looked up, not imported: a command that never
+    loaded one (``ledger verify``) cannot have failed in it, and starts sooner."""
+    psycopg: Any = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.OperationalError):
+        return f"cannot reach the database: {exc}"
+    httpx: Any = sys.modules.get("httpx")
+    if httpx is not None and isinstance(exc, httpx.TransportError):
+        # the ledger's API (``ledger worker``), after retries
+        return f"cannot reach {_url(exc)}: {exc}"
+    return None
+
+
+def _url(exc: Any) -> str:
     try:
         return str(exc.request.url)
     except RuntimeError:  # raised without a request

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import orjson
 
-from ledger.canonical import ZERO_HASH, compute_event_hash
+from ledger.canonical import ZERO_HASH, compute_event_hash, exported_event_hash
 
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -33,6 +33,7 @@ FIELDS = (
     "prev_hash",
     "hash",
 )
+FIELD_SET = frozenset(FIELDS)
 
 
 @dataclass(slots=True)
@@ -159,15 +160,15 @@ class ChainVerifier:
 
 def check_shape(event: Any, lineno: int) -> tuple[int, str, int, str, str, str]:
     """Check one parsed event's fields; returns the scalar ones."""
-    pos_hint = event.get("position") if isinstance(event, dict) else None
-    pos = pos_hint if isinstance(pos_hint, int) and not isinstance(pos_hint, bool) else None
-    if not isinstance(event, dict):
+    if type(event) is not dict:
         raise Bad(None, f"line {lineno}: not a JSON object")
-    missing = [f for f in FIELDS if f not in event]
-    if missing:
-        raise Bad(pos, f"line {lineno}: missing field(s) {', '.join(missing)}")
-    extra = sorted(set(event) - set(FIELDS))
-    if extra:
+    if event.keys() != FIELD_SET:
+        pos_hint = event.get("position")
+        pos = pos_hint if type(pos_hint) is int else None
+        missing = [f for f in FIELDS if f not in event]
+        if missing:
+            raise Bad(pos, f"line {lineno}: missing field(s) {', '.join(missing)}")
+        extra = sorted(set(event) - FIELD_SET)
         raise Bad(pos, f"line {lineno}: unknown field(s) {', '.join(extra)}")
     p, s, v, ra, ph, h = (
         event["position"],
@@ -177,36 +178,40 @@ def check_shape(event: Any, lineno: int) -> tuple[int, str, int, str, str, str]:
         event["prev_hash"],
         event["hash"],
     )
-    if not isinstance(p, int) or isinstance(p, bool) or p < 1:
+    # type(x) is int: what JSON parses to an integer, never a bool
+    if type(p) is not int or p < 1:
         raise Bad(None, f"line {lineno}: position must be an integer ≥ 1")
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+    if type(v) is not int or v < 1:
         raise Bad(p, "version must be an integer ≥ 1")
-    if not isinstance(s, str) or not isinstance(event["type"], str):
+    if type(s) is not str or type(event["type"]) is not str:
         raise Bad(p, "stream and type must be strings")
-    if not isinstance(event["data"], dict) or not isinstance(event["meta"], dict):
+    if type(event["data"]) is not dict or type(event["meta"]) is not dict:
         raise Bad(p, "data and meta must be objects")
-    if not isinstance(ra, str) or not TIMESTAMP_RE.match(ra):
+    if type(ra) is not str or not TIMESTAMP_RE.match(ra):
         raise Bad(p, "recorded_at is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
-    if not isinstance(ph, str) or not HEX64_RE.match(ph):
+    if type(ph) is not str or not HEX64_RE.match(ph):
         raise Bad(p, "prev_hash is not 64 lowercase hex digits")
-    if not isinstance(h, str) or not HEX64_RE.match(h):
+    if type(h) is not str or not HEX64_RE.match(h):
         raise Bad(p, "hash is not 64 lowercase hex digits")
     return p, s, v, ra, ph, h
 
 
 def verify_events(
-    events: Iterable[tuple[int, Any]],
+    events: Iterable[tuple[int, Any]] | Iterable[tuple[int, Any, bytes]],
     *,
     anchor: str | None = None,
     expect_head: tuple[int, str] | None = None,
 ) -> Result:
-    """Verify parsed events (``(line number, object)`` pairs) in file order."""
+    """Verify parsed events in file order: ``(line number, object)`` pairs, or
+    ``(line number, object, line)`` when the line's bytes are at hand (the hash
+    is then recomputed sooner from a line in the export's form)."""
     v = ChainVerifier(anchor=anchor)
     seen_head = False
     try:
-        for lineno, event in events:
+        for lineno, event, *line in events:
             p, s, ver, ra, ph, h = check_shape(event, lineno)
-            v.check(p, s, ver, ra, ph, h, compute_event_hash(event))
+            recomputed = exported_event_hash(event, line[0]) if line else compute_event_hash(event)
+            v.check(p, s, ver, ra, ph, h, recomputed)
             if expect_head and p == expect_head[0]:
                 seen_head = True
                 if h != expect_head[1]:
@@ -235,12 +240,12 @@ def verify_events(
     return v.result()
 
 
-def parse_lines(f: IO[bytes]) -> Iterator[tuple[int, Any]]:
+def parse_lines(f: IO[bytes]) -> Iterator[tuple[int, Any, bytes]]:
     for lineno, line in enumerate(f, 1):
         if not line.strip():
             continue
         try:
-            yield lineno, orjson.loads(line)
+            yield lineno, orjson.loads(line), line
         except orjson.JSONDecodeError as exc:
             raise Bad(None, f"line {lineno}: not valid JSON ({exc})") from exc
 

@@ -30,11 +30,12 @@ from typing import IO, Any
 
 import orjson
 
-from ledger.audit.chain import ChainVerifier, Result, check_shape, link_error, verify_file
-from ledger.canonical import ZERO_HASH, compute_event_hash
+from ledger.audit.chain import FIELD_SET, TIMESTAMP_RE, Result, link_error, verify_file
+from ledger.canonical import ZERO_HASH, exported_event_hash
 
 CHUNK_BYTES = 1 << 20  # ~2,000 events of a typical export
 MIN_PARALLEL_BYTES = 4 * CHUNK_BYTES  # below this, one process is quicker than starting more
+_HEX = "0123456789abcdef"
 
 
 @dataclass(slots=True)
@@ -49,34 +50,72 @@ class Chunk:
 
 
 def check_chunk(data: bytes, expect_head: tuple[int, str] | None) -> Chunk | None:
-    """Check a chunk of whole lines in itself; None at the first failure."""
-    v: ChainVerifier | None = None
+    """Check a chunk of whole lines in itself; None at the first doubt.
+
+    The rules of ``ChainVerifier`` and ``check_shape``, written out in one loop
+    (this is where an export's time goes) and at least as strict: whatever they
+    would refuse, or this loop does not take for certain, is None, and the
+    sequential verifier then says what it is."""
+    loads, fields, timestamp = orjson.loads, FIELD_SET, TIMESTAMP_RE.match
+    head_position, head_hash = expect_head or (0, "")
     first: tuple[int, str, str] | None = None
+    expected, prev, last_ra = 0, "", ""
+    versions: dict[str, int] = {}
     firsts: dict[str, int] = {}
+    count = 0
     seen_head = False
     try:
         for line in data.split(b"\n"):
-            if not line.strip():
+            if not line:
                 continue
-            event = orjson.loads(line)
-            p, s, ver, ra, ph, h = check_shape(event, 0)
-            if v is None:
-                first = (p, ph, ra)
-                v = ChainVerifier(start=p, anchor=ph)
-            v.check(p, s, ver, ra, ph, h, compute_event_hash(event))
-            firsts.setdefault(s, ver)
-            if expect_head and p == expect_head[0]:
-                if h != expect_head[1]:
+            e = loads(line)
+            if type(e) is not dict or e.keys() != fields:
+                return None
+            p, s, ver = e["position"], e["stream"], e["version"]
+            ra, ph, h = e["recorded_at"], e["prev_hash"], e["hash"]
+            if (
+                type(p) is not int
+                or type(ver) is not int
+                or ver < 1
+                or type(s) is not str
+                or type(e["type"]) is not str
+                or type(e["data"]) is not dict
+                or type(e["meta"]) is not dict
+                or type(ra) is not str
+                or type(ph) is not str
+                or type(h) is not str
+                or len(ph) != 64
+                or len(h) != 64
+                or ph.strip(_HEX)
+                or h.strip(_HEX)
+                or not timestamp(ra)
+            ):
+                return None
+            if first is None:
+                if p < 1:
+                    return None
+                first, expected, prev = (p, ph, ra), p, ph
+            if p != expected or ph != prev or ra < last_ra:
+                return None
+            known = versions.get(s)
+            if known is None:
+                firsts[s] = ver
+            elif ver != known + 1:
+                return None
+            if exported_event_hash(e, line) != h:
+                return None
+            versions[s], last_ra, prev, expected = ver, ra, h, p + 1
+            count += 1
+            if p == head_position:
+                if h != head_hash:
                     return None
                 seen_head = True
     except Exception:  # any doubt: the sequential verifier will say what it is
         return None
-    if v is None or first is None:
+    if first is None:
         return Chunk(0, (0, "", ""), (0, "", ""), {}, False)
-    assert v.prev_hash is not None and v.expected_position is not None
-    last = (v.expected_position - 1, v.prev_hash, v.last_recorded_at)
-    streams = {s: (fv, v.versions[s]) for s, fv in firsts.items()}
-    return Chunk(v.count, first, last, streams, seen_head)
+    streams = {s: (fv, versions[s]) for s, fv in firsts.items()}
+    return Chunk(count, first, (expected - 1, prev, last_ra), streams, seen_head)
 
 
 class _Join:

@@ -22,6 +22,7 @@ from ledger.canonical import (
     _is_fast,
     canonical_bytes,
     compute_event_hash,
+    exported_event_hash,
     format_number,
     validate,
 )
@@ -278,3 +279,52 @@ def test_event_hash_is_over_every_field_but_hash() -> None:
     assert compute_event_hash(event) == expected
     assert compute_event_hash({**event, "hash": "f" * 64}) == expected
     assert compute_event_hash({**event, "version": 2}) != expected
+
+
+# Integers of any size orjson reads (beyond 2^53 - 1 RFC 8785 writes them as doubles).
+line_values = json_values(
+    st.one_of(texts, ascii_keys), st.one_of(scalars, st.integers(-(2**63), 2**63 - 1))
+)
+LINE_FORMS = ["export", "orjson", "indented"]
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(line_values, line_values, st.sampled_from(LINE_FORMS))
+@example({"a": 1.0}, {}, "orjson")  # orjson writes 1.0, RFC 8785 writes 1
+@example({"a": 1e21}, {}, "orjson")  # 1e21 and 1e+21
+@example({"a": 2**60}, {}, "orjson")  # written as a double by RFC 8785
+@example({"\ufb33": 1, "\U0001f600": 2}, {}, "orjson")  # sorted otherwise by orjson
+@example({"s": "\u2028\x00\\"}, {}, "export")
+def test_a_line_is_hashed_as_its_event(data: Any, meta: Any, form: str) -> None:
+    """Whatever the line looks like, its hash is the parsed event's (SPEC §1);
+    the export's own form only gets there sooner."""
+    event: dict[str, Any] = {
+        "data": {"v": data},
+        "meta": {"v": meta},
+        "position": 3,
+        "prev_hash": "ab" * 32,
+        "recorded_at": "2026-01-05T09:00:00.000020Z",
+        "stream": "task-1",
+        "type": "Noted",
+        "version": 1,
+    }
+    h = compute_event_hash(event)
+    written = {
+        "export": canonical_bytes(event),
+        "orjson": orjson.dumps(event, option=orjson.OPT_SORT_KEYS),
+        "indented": orjson.dumps(event, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2),
+    }[form]
+    line = written[:-1] + b',"hash":"' + h.encode() + b'"}\n'
+    parsed = orjson.loads(line)
+    assert exported_event_hash(parsed, line) == compute_event_hash(parsed) == h
+    # a line whose hash member is not the event's own is hashed all the same
+    other = written[:-1] + b',"hash":"' + b"0" * 64 + b'"}\n'
+    assert exported_event_hash(orjson.loads(other), other) == h
+
+
+@given(fast_values)
+def test_the_exports_own_lines_are_hashed_as_they_are(value: Any) -> None:
+    event = {"data": {"v": value}, "meta": {}, "position": 1, "type": "T"}
+    line = canonical_bytes(event)[:-1] + b',"hash":"' + b"0" * 64 + b'"}\n'
+    parsed = orjson.loads(line)
+    assert exported_event_hash(parsed, line) == hashlib.sha256(canonical_bytes(event)).hexdigest()

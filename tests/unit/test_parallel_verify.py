@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from ledger.audit import parallel
 from ledger.audit.chain import verify_file
-from ledger.canonical import ZERO_HASH, compute_event_hash
+from ledger.canonical import ZERO_HASH, canonical_bytes, compute_event_hash
+from ledger.store import export_line
 
 
 def _events(n: int, streams: int = 7) -> list[dict[str, Any]]:
@@ -42,7 +43,17 @@ def _events(n: int, streams: int = 7) -> list[dict[str, Any]]:
     return out
 
 
-GOOD = [orjson.dumps(e) for e in _events(400)]
+def _line(event: dict[str, Any], form: str) -> bytes:
+    """An event as orjson writes it (fields in their order), or as the ledger
+    exports it (its canonical bytes, the hash member appended)."""
+    if form == "orjson":
+        return orjson.dumps(event)
+    rest = {k: v for k, v in event.items() if k != "hash"}
+    return export_line(canonical_bytes(rest), bytes.fromhex(event["hash"])).rstrip(b"\n")
+
+
+FORMS = {form: [_line(e, form) for e in _events(400)] for form in ("orjson", "export")}
+GOOD = FORMS["orjson"]
 
 
 @pytest.fixture(autouse=True)
@@ -65,12 +76,41 @@ def _same(a: Any, b: Any) -> None:
     assert (a.as_dict(), a.count) == (b.as_dict(), b.count)
 
 
-def test_a_good_bundle_verifies_alike(tmp_path: Path) -> None:
-    alone, spread = _both(tmp_path, GOOD)
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_a_good_bundle_verifies_alike(tmp_path: Path, form: str) -> None:
+    alone, spread = _both(tmp_path, FORMS[form])
     assert alone.ok and alone.count == 400
     _same(alone, spread)
     # a parallel pass that found nothing to doubt answers by itself
     assert parallel._parallel(str(tmp_path / "bundle.ndjson"), None, None, 2) is not None
+
+
+def test_the_chunk_check_refuses_whatever_the_rules_refuse() -> None:
+    """Each field the sequential rules check, broken in a line that still hashes:
+    the one-loop chunk check doubts it (None), it never says OK."""
+    events = _events(5)
+    good = b"\n".join(FORMS["export"][:5]) + b"\n"
+    assert parallel.check_chunk(good, None) is not None
+    broken: list[tuple[str, Any]] = [
+        ("position", True),
+        ("position", 0),
+        ("version", 0),
+        ("version", "1"),
+        ("stream", 7),
+        ("type", None),
+        ("data", []),
+        ("meta", "x"),
+        ("recorded_at", "2026-01-01 00:00:00.000000Z"),
+        ("prev_hash", "A" * 64),
+        ("hash", "0" * 63),
+    ]
+    for field, value in broken:
+        e = {**events[0], field: value}
+        if field != "hash":
+            e["hash"] = compute_event_hash({k: v for k, v in e.items() if k != "hash"})
+        assert parallel.check_chunk(orjson.dumps(e) + b"\n", None) is None, field
+    extra = {**events[0], "note": 1}
+    assert parallel.check_chunk(orjson.dumps(extra) + b"\n", None) is None
 
 
 def test_a_range_with_its_anchor_and_the_saved_head(tmp_path: Path) -> None:
@@ -91,11 +131,16 @@ MUTATIONS = ["drop", "swap", "duplicate", "byte", "version", "time", "blank"]
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(st.sampled_from(MUTATIONS), st.integers(0, len(GOOD) - 2), st.integers(0, 10**6))
+@given(
+    st.sampled_from(MUTATIONS),
+    st.integers(0, len(GOOD) - 2),
+    st.integers(0, 10**6),
+    st.sampled_from(sorted(FORMS)),
+)
 def test_any_tampering_reports_what_the_sequential_verifier_reports(
-    tmp_path: Path, how: str, k: int, seed: int
+    tmp_path: Path, how: str, k: int, seed: int, form: str
 ) -> None:
-    lines = list(GOOD)
+    lines = list(FORMS[form])
     if how == "drop":
         del lines[k]
     elif how == "swap":
@@ -116,7 +161,7 @@ def test_any_tampering_reports_what_the_sequential_verifier_reports(
         for e in events[k:]:
             e["prev_hash"] = prev
             e["hash"] = prev = compute_event_hash({f: v for f, v in e.items() if f != "hash"})
-        lines = [orjson.dumps(e) for e in events]
+        lines = [_line(e, form) for e in events]
     else:
         lines.insert(k, b"   ")
     alone, spread = _both(tmp_path, lines)
