@@ -85,6 +85,16 @@ def ratios(rows: list[Row], config: Config) -> list[Ratio]:
             0.5,
         )
     )
+    out.append(
+        _ratio(
+            rows,
+            "HTTP submit: ledger / the floor without FastAPI",
+            "(told)",
+            "http.ledger",
+            "http.asgi",
+            None,
+        )
+    )
     p99 = _p99(rows, "http.serve")
     out.append(
         Ratio(

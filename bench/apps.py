@@ -5,6 +5,10 @@
   result, error), one INSERT and one commit per request, no chain, no events.
 * ``floor_app`` – the same route and validated JSON body, no database at all:
   what FastAPI and uvicorn cost by themselves (the HTTP floor).
+* ``asgi_floor_app`` – the same body checked by the same model, no framework
+  and no database: what uvicorn alone costs. The ledger answers a well-formed
+  ``POST /tasks`` without FastAPI's per-request machinery
+  (``ledger/api/fast_submit.py``), so this is the floor of that path.
 
 Both are factories (``uvicorn --factory bench.apps:orchestrator_app``); the
 database comes from ``BENCH_DATABASE_URL``.
@@ -39,6 +43,36 @@ def floor_app() -> FastAPI:
         return {"id": uuid.uuid4().hex, "status": "queued"}
 
     return app
+
+
+def asgi_floor_app() -> Any:
+    import orjson
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["path"] == "/openapi.json":  # what the harness waits for
+            await _answer(send, 200, b"{}")
+            return
+        pieces, more = [], True
+        while more:
+            message = await receive()
+            pieces.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        TaskIn.model_validate(orjson.loads(b"".join(pieces)))
+        out = TaskOut(id=uuid.uuid4().hex, status="queued")
+        await _answer(send, 201, out.model_dump_json().encode())
+
+    return app
+
+
+async def _answer(send: Any, status: int, body: bytes) -> None:
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def orchestrator_app() -> FastAPI:

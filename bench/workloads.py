@@ -214,6 +214,7 @@ LEDGER_HTTP = [
     ("serve", "serve", "ledger serve alone (API only)"),
 ]
 FLOOR = "HTTP floor (no database)"
+ASGI_FLOOR = "HTTP floor without FastAPI (uvicorn, the same model, no database)"
 
 
 def http_submit(b: Bench) -> list[Row]:
@@ -248,6 +249,15 @@ def http_submit(b: Bench) -> list[Row]:
             "HTTP submit",
             FLOOR,
             partial(_http_rows, b, "http.floor", FLOOR, floor, None, c.workers),
+        )
+    )
+    bare = _factory("bench.apps:asgi_floor_app", {})
+    rows.append(
+        _guard(
+            "http.asgi",
+            "HTTP submit",
+            ASGI_FLOOR,
+            partial(_http_rows, b, "http.asgi", ASGI_FLOOR, bare, None, c.workers),
         )
     )
     # what more cores buy: the deployed topology and the floor with N uvicorn workers

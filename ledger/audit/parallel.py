@@ -15,9 +15,10 @@ chunk or at a join) the file is verified again from its start by the
 sequential verifier, which says what failed and where, word for word as it
 always has: a failure costs one more pass, a good export is read once.
 
-The file is read a chunk at a time, with a bounded number of chunks in
-flight: memory stays flat whatever the file's size (but for the per-stream
-versions, which any verifier keeps).
+Each worker reads its own chunk (the lines that begin in a byte range of the
+file), so what passes between the processes is two offsets out and a summary
+back; a bounded number of chunks is in flight: memory stays flat whatever the
+file's size (but for the per-stream versions, which any verifier keeps).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import multiprocessing
 import os
 from collections import deque
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
@@ -156,19 +157,27 @@ class _Join:
         return True
 
 
-def _chunks(f: IO[bytes]) -> Any:
-    """Whole lines, about CHUNK_BYTES at a time."""
-    rest = b""
-    while block := f.read(CHUNK_BYTES):
-        data = rest + block
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            rest = data
-            continue
-        rest = data[cut + 1 :]
-        yield data[: cut + 1]
-    if rest:
-        yield rest
+def read_lines(path: str, start: int, end: int) -> bytes:
+    """The whole lines of ``path`` that begin at an offset in [start, end)."""
+    with open(path, "rb") as f:
+        if start:
+            f.seek(start - 1)
+            f.readline()  # the rest of a line begun before start (or its newline)
+        begin = f.tell()
+        if begin >= end:
+            return b""
+        data = f.read(end - begin)
+        if data and not data.endswith(b"\n"):
+            data += f.readline()  # the line begun before end, completed
+        return data
+
+
+def check_range(
+    path: str, start: int, end: int, expect_head: tuple[int, str] | None
+) -> Chunk | None:
+    """:func:`check_chunk` on the lines that begin in [start, end), read here:
+    what travels between the processes is two offsets and a summary."""
+    return check_chunk(read_lines(path, start, end), expect_head)
 
 
 def default_jobs() -> int:
@@ -199,13 +208,12 @@ def _parallel(
     path: str, anchor: str | None, expect_head: tuple[int, str] | None, jobs: int
 ) -> Result | None:
     join = _Join(anchor)
-    with (
-        open(path, "rb") as f,
-        multiprocessing.get_context().Pool(jobs) as pool,
-    ):
+    size = os.path.getsize(path)
+    with multiprocessing.get_context().Pool(jobs) as pool:
         pending: deque[Any] = deque()
-        for data in _chunks(f):
-            pending.append(pool.apply_async(check_chunk, (data, expect_head)))
+        for start in range(0, size, CHUNK_BYTES):
+            end = min(size, start + CHUNK_BYTES)
+            pending.append(pool.apply_async(check_range, (path, start, end, expect_head)))
             if len(pending) > 2 * jobs:  # bounded: the file is never all in memory
                 c = pending.popleft().get()
                 if c is None or not join.add(c):

@@ -50,6 +50,7 @@ def test_a_tiny_bench_run_prints_the_table_and_writes_the_json(
         "http.ledger",
         "http.original",
         "http.floor",
+        "http.asgi",
         "append1.ledger",
         "append1.eventsourcing",
         "append1.plain",
