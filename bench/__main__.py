@@ -392,9 +392,10 @@ def main(argv: list[str] | None = None) -> int:
                 " for HTTP rows (read-only transactions such as key look-ups count too); by"
                 " construction for the others.",
                 "Verification server side is what `GET /audit/verify?from=1` runs (`verify_rows`"
-                " over a server-side cursor), without HTTP; offline is `verify_file` (what `ledger"
-                " verify` runs) on an export written first; the read limit COPYs the same rows out"
-                " and SHA-256s each event's stored bytes.",
+                " over a server-side cursor), without HTTP; offline is the `ledger verify FILE`"
+                " command itself (`verify_path`: every core, or `--jobs 1`) on an export written"
+                " first, timed from its start; the read limit COPYs the same rows out and SHA-256s"
+                " each event's stored bytes.",
                 *b.notes,
             ]
     finally:

@@ -20,8 +20,10 @@ import orjson
 
 from ledger.canonical import ZERO_HASH, compute_event_hash, exported_event_hash
 
-TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+# Matched whole (fullmatch) and in ASCII digits: "\d" would take any script's
+# digits and "$" a final line feed, which SPEC §1's exact form refuses.
+TIMESTAMP_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+HEX64_RE = re.compile(r"[0-9a-f]{64}")
 FIELDS = (
     "position",
     "stream",
@@ -187,11 +189,11 @@ def check_shape(event: Any, lineno: int) -> tuple[int, str, int, str, str, str]:
         raise Bad(p, "stream and type must be strings")
     if type(event["data"]) is not dict or type(event["meta"]) is not dict:
         raise Bad(p, "data and meta must be objects")
-    if type(ra) is not str or not TIMESTAMP_RE.match(ra):
+    if type(ra) is not str or not TIMESTAMP_RE.fullmatch(ra):
         raise Bad(p, "recorded_at is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
-    if type(ph) is not str or not HEX64_RE.match(ph):
+    if type(ph) is not str or not HEX64_RE.fullmatch(ph):
         raise Bad(p, "prev_hash is not 64 lowercase hex digits")
-    if type(h) is not str or not HEX64_RE.match(h):
+    if type(h) is not str or not HEX64_RE.fullmatch(h):
         raise Bad(p, "hash is not 64 lowercase hex digits")
     return p, s, v, ra, ph, h
 

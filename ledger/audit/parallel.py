@@ -57,7 +57,7 @@ def check_chunk(data: bytes, expect_head: tuple[int, str] | None) -> Chunk | Non
     (this is where an export's time goes) and at least as strict: whatever they
     would refuse, or this loop does not take for certain, is None, and the
     sequential verifier then says what it is."""
-    loads, fields, timestamp = orjson.loads, FIELD_SET, TIMESTAMP_RE.match
+    loads, fields, timestamp = orjson.loads, FIELD_SET, TIMESTAMP_RE.fullmatch
     head_position, head_hash = expect_head or (0, "")
     first: tuple[int, str, str] | None = None
     expected, prev, last_ra = 0, "", ""

@@ -28,14 +28,21 @@ def _parse_hash(text: str) -> str:
     return text.lower()
 
 
+def _parse_jobs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("expected a number of processes, 1 or more")
+    return int(text)
+
+
 def configure(v: argparse.ArgumentParser) -> None:
     v.add_argument("file", nargs="?", help="NDJSON export bundle or audit bundle, or - for stdin")
     v.add_argument(
         "--jobs",
-        type=int,
+        type=_parse_jobs,
         default=None,
         metavar="N",
-        help="processes that parse and hash the bundle's lines (default: one per core)",
+        help="processes that parse and hash an export's lines (default: one per core; "
+        "checks against a checkpoint, and stdin, use one)",
     )
     v.add_argument("--anchor", type=_parse_hash, help="hash of the event before the bundle's first")
     v.add_argument(

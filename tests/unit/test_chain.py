@@ -111,3 +111,56 @@ def test_an_empty_bundle_against_a_checkpoint_names_no_position() -> None:
     with pytest.raises(Failed) as info:
         check_bundle(b"", Checkpoint("ledger.example/x", 1, bytes(32)), None, None)
     assert str(info.value) == "FAILED: no events to verify"
+
+
+@pytest.mark.parametrize(
+    "recorded_at",
+    [
+        "\u0662\u0660\u0662\u0666-01-01T00:00:00.000000Z",  # digits of another script
+        "2026-01-01T00:00:00.000000Z\n",  # a final line feed
+        "2026-01-01T00:00:00.000000",
+        "2026-01-01 00:00:00.000000Z",
+    ],
+)
+def test_recorded_at_must_be_the_exact_form(tmp_path: Path, recorded_at: str) -> None:
+    """SPEC §1: exactly YYYY-MM-DDTHH:MM:SS.ffffffZ, even where the hash holds."""
+    from ledger.canonical import ZERO_HASH, compute_event_hash
+
+    event = {
+        "position": 1,
+        "stream": "task-1",
+        "version": 1,
+        "type": "Noted",
+        "data": {},
+        "meta": {},
+        "recorded_at": recorded_at,
+        "prev_hash": ZERO_HASH,
+    }
+    event["hash"] = compute_event_hash(event)
+    result = verify_file(io.BytesIO(orjson.dumps(event) + b"\n"))
+    assert not result.ok and result.reason is not None
+    assert "recorded_at" in result.reason
+
+
+def test_jobs_must_be_a_positive_number(tmp_path: Path) -> None:
+    path = tmp_path / "bundle.ndjson"
+    path.write_bytes(b"")
+    for bad in ("0", "-3", "two"):
+        proc = ledger_verify(path, "--jobs", bad)
+        assert proc.returncode == 2 and "--jobs" in proc.stderr, (bad, proc.stderr)
+
+
+def test_ledger_verify_loads_no_database_or_http_client() -> None:
+    """An auditor's offline command starts without the service's libraries."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from ledger.cli import build_parser; build_parser('verify'); "
+        "print(' '.join(m for m in ('psycopg', 'httpx', 'fastapi', 'ledger.settings') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "", f"ledger verify loaded: {out.stdout.strip()}"
