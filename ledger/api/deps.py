@@ -128,19 +128,27 @@ _META_VALUE = re.compile(r"^[\x21-\x7e]{1,128}$")  # fullmatch: "$" alone admits
 
 def meta_for(request: Request, principal: Principal, **extra: Any) -> dict[str, Any]:
     """Event meta: who (from the key, never the body) and which request."""
+    return event_meta(principal, request.state.request_id, request.headers.get, **extra)
+
+
+def event_meta(
+    principal: Principal, request_id: str, header: Callable[[str], str | None], **extra: Any
+) -> dict[str, Any]:
+    """:func:`meta_for` from its parts: ``header(name)`` reads a request header
+    (the route's ``request.headers.get``, or the fast submit path's own reading)."""
     meta: dict[str, Any] = {
         "actor": principal.name,
         "role": principal.role,
-        "request_id": request.state.request_id,
+        "request_id": request_id,
     }
-    for header, meta_key in META_HEADERS.items():
-        value = request.headers.get(header)
+    for name, meta_key in META_HEADERS.items():
+        value = header(name)
         if value is None:
             continue
         if not _META_VALUE.fullmatch(value):
             raise errors.InvalidInput(
-                f"{header} must be 1-128 printable ASCII characters without spaces",
-                errors=[{"field": header, "rule": "pattern", "message": _META_VALUE.pattern}],
+                f"{name} must be 1-128 printable ASCII characters without spaces",
+                errors=[{"field": name, "rule": "pattern", "message": _META_VALUE.pattern}],
             )
         meta[meta_key] = value
     for k, v in extra.items():
@@ -182,6 +190,11 @@ _CHECKED_BODY = Depends(checked_body)  # the same, as a parameter's default
 # -- commands ----------------------------------------------------------------------
 
 _IF_MATCH_RE = re.compile(r'^(?:W/)?"?(\d{1,15})"?$')
+IDEMPOTENCY_KEY_MAX = 200
+_IDEMPOTENCY_KEY_CHARS = r"[\x21-\x7e]"
+# The header's rule as FastAPI checks it below, as one pattern (fullmatch:
+# "$" alone admits a final "\n"), for what reads the header without FastAPI
+IDEMPOTENCY_KEY_RE = re.compile(f"^{_IDEMPOTENCY_KEY_CHARS}{{1,{IDEMPOTENCY_KEY_MAX}}}$")
 # The two headers a command takes, as FastAPI validates and documents them
 # (a bad Idempotency-Key is a 422 listed with the body's own errors).
 IfMatch = Annotated[
@@ -196,8 +209,8 @@ IdempotencyKey = Annotated[
     Header(
         alias="Idempotency-Key",
         min_length=1,
-        max_length=200,
-        pattern=r"^[\x21-\x7e]+$",
+        max_length=IDEMPOTENCY_KEY_MAX,
+        pattern=f"^{_IDEMPOTENCY_KEY_CHARS}+$",
         description="retry-safe: same key and body answer as the first time, writing nothing",
     ),
 ]
@@ -213,6 +226,16 @@ def _expected(if_match: str | None) -> int | None:
             errors=[{"field": "If-Match", "rule": "version", "message": "a version number"}],
         )
     return int(m.group(1))
+
+
+def idempotency_binding(
+    route: str, task_id: str | None, body: Any, expected_version: int | None
+) -> dict[str, Any]:
+    """The request an Idempotency-Key is bound to (``commands.execute``)."""
+    bound: dict[str, Any] = {"route": route, "task_id": task_id, "body": body}
+    if expected_version is not None:
+        bound["if_match"] = expected_version
+    return bound
 
 
 @dataclass(slots=True)
@@ -241,14 +264,10 @@ class Call:
         if self.idempotency_key is None:
             return None
         route = self.request.scope.get("route")
-        bound = {
-            "route": f"{self.request.method} {getattr(route, 'path', self.request.url.path)}",
-            "task_id": task_id,
-            "body": self.body,
-        }
-        expected = self.expected_version
-        if expected is not None:
-            bound["if_match"] = expected
+        path = getattr(route, "path", self.request.url.path)
+        bound = idempotency_binding(
+            f"{self.request.method} {path}", task_id, self.body, self.expected_version
+        )
         return self.idempotency_key, bound
 
     def answered(self, out: commands.Outcome) -> commands.Outcome:

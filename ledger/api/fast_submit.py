@@ -21,7 +21,6 @@ is the route's own. Nothing is written before that choice is made.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
@@ -33,12 +32,14 @@ from starlette.responses import Response
 
 from ledger import commands, tasks
 from ledger.api.deps import (
-    _META_VALUE,
+    IDEMPOTENCY_KEY_RE,
     META_HEADERS,
     REPLAYED_HEADER,
     Context,
     _expected,
     _lookup,
+    event_meta,
+    idempotency_binding,
 )
 from ledger.api.task_models import TaskSubmit, TaskSubmitted
 from ledger.canonical import CanonicalError, validate
@@ -48,8 +49,6 @@ from ledger.privacy import service as privacy
 
 Scope = dict[str, Any]
 ROUTE = "/tasks"
-# Idempotency-Key, as deps.IdempotencyKey has it (fullmatch: "$" alone admits a final "\n")
-_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 _WANTED = {
     b"authorization",
     b"content-type",
@@ -57,7 +56,6 @@ _WANTED = {
     b"if-match",
     *(h.lower().encode() for h in META_HEADERS),
 }
-_META_KEYS = {h.lower(): k for h, k in META_HEADERS.items()}
 
 
 class FastSubmit:
@@ -128,15 +126,8 @@ class FastSubmit:
         if scheme.lower() != "bearer" or not token:
             return None
         key = seen.get(b"idempotency-key")
-        if key is not None and not _KEY.fullmatch(key):
+        if key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(key):
             return None
-        meta_extra: dict[str, str] = {}
-        for header, meta_key in _META_KEYS.items():
-            value = seen.get(header.encode())
-            if value is not None:
-                if not _META_VALUE.fullmatch(value):
-                    return None
-                meta_extra[meta_key] = value
         try:
             value = orjson.loads(body)
             validate(value)
@@ -148,21 +139,20 @@ class FastSubmit:
         if principal is None or principal.role != "agent":
             return None
         state = scope.setdefault("state", {})
+        try:  # the route's meta, headers read from what was seen
+            meta = event_meta(
+                principal,
+                state["request_id"],
+                lambda name: seen.get(name.lower().encode()),
+                idempotency_key=key,
+            )
+        except LedgerError:  # a malformed correlation header: the route says so
+            return None
         state["actor"] = principal.name
         scope["route"] = self._route()
-        meta: dict[str, Any] = {
-            "actor": principal.name,
-            "role": principal.role,
-            "request_id": state["request_id"],
-            **meta_extra,
-        }
         idempotency = None
         if key is not None:
-            meta["idempotency_key"] = key
-            bound: dict[str, Any] = {"route": f"POST {ROUTE}", "task_id": None, "body": value}
-            if expected is not None:
-                bound["if_match"] = expected
-            idempotency = (key, bound)
+            idempotency = (key, idempotency_binding(f"POST {ROUTE}", None, value, expected))
         return ctx, principal, submit, meta, expected, idempotency
 
     async def _submit(
