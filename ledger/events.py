@@ -69,11 +69,14 @@ class StreamAppend:
     bodies: list[bytes] = field(default_factory=list)
 
     def prepare(self) -> None:
-        """Canonical '{"data":..,"meta":..' prefixes, computed outside the lock."""
+        """Canonical '{"data":..,"meta":..' prefixes, computed outside the lock:
+        the RFC 8785 bytes of ``{"data": d, "meta": m}`` without the closing
+        brace, put together from ``d``'s and ``m``'s own (an object's members
+        in key order, "data" before "meta"), ``meta`` serialized once for all
+        of the command's events."""
         if not self.bodies:
-            self.bodies = [
-                canonical_bytes({"data": e.data, "meta": self.meta})[:-1] for e in self.events
-            ]
+            meta = b',"meta":' + canonical_bytes(self.meta)
+            self.bodies = [b'{"data":' + canonical_bytes(e.data) + meta for e in self.events]
 
 
 def request_digest(body: Any) -> bytes:

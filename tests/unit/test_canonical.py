@@ -26,6 +26,7 @@ from ledger.canonical import (
     format_number,
     validate,
 )
+from ledger.events import NewEvent, StreamAppend
 
 VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "jcs.json").read_text())
 
@@ -328,3 +329,17 @@ def test_the_exports_own_lines_are_hashed_as_they_are(value: Any) -> None:
     line = canonical_bytes(event)[:-1] + b',"hash":"' + b"0" * 64 + b'"}\n'
     parsed = orjson.loads(line)
     assert exported_event_hash(parsed, line) == hashlib.sha256(canonical_bytes(event)).hexdigest()
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(general_values, min_size=1, max_size=4), st.dictionaries(texts, general_values))
+@example([{"z": 1, "a": [1.5]}], {"request_id": "r", "actor": "é"})
+def test_a_commands_bodies_are_the_canonical_prefix_of_data_and_meta(
+    datas: list[Any], meta: dict[str, Any]
+) -> None:
+    """StreamAppend.prepare writes meta once for all events; every body must
+    still be the RFC 8785 bytes of {"data": d, "meta": m} without its last brace,
+    because the stored event's hash is taken over that prefix and its tail."""
+    cmd = StreamAppend("task-1", [NewEvent("TaskStepRecorded", d) for d in datas], meta)
+    cmd.prepare()
+    assert cmd.bodies == [rfc8785.dumps({"data": d, "meta": meta})[:-1] for d in datas]
