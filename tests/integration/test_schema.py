@@ -54,3 +54,26 @@ def test_schema_applies_concurrently_in_several_databases(pg_server: dict[str, A
                 conn.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
                 )
+
+
+def test_events_carry_two_full_indexes_and_a_partial_one_for_reads_by_type(
+    super_conn: psycopg.Connection[Any],
+) -> None:
+    """Every append pays for each index on events: the position key and
+    (stream, version) for everyone, and type only for the administrative
+    events read by type, whose look-ups still go through an index. A ledger
+    made with the full (type, position) index loses it on the next start."""
+    super_conn.execute("CREATE INDEX events_type_position_idx ON events (type, position)")
+    super_conn.commit()
+    db.apply_schema(super_conn.info.dsn)
+    rows = super_conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'events' ORDER BY 1"
+    ).fetchall()
+    names = [name for name, _ in rows]
+    assert names == ["events_admin_type_position_idx", "events_pkey", "events_stream_version_key"]
+    assert "WHERE" in dict(rows)["events_admin_type_position_idx"]
+    super_conn.execute("SET enable_seqscan = off")
+    for query in (db.q("events", "principal_events"), db.q("proofs", "key_announcements")):
+        plan = "\n".join(r[0] for r in super_conn.execute("EXPLAIN " + query))
+        assert "events_admin_type_position_idx" in plan, plan
+    super_conn.rollback()
