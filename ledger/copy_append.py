@@ -129,11 +129,18 @@ async def append_copy(
     async with conn.transaction():
         cur = await conn.execute(db.q("events", "append_begin"), _begin_params(appends))
         chain = _Chain(await cur.fetchall())
-        for c, cmd in enumerate(appends, 1):
-            chain.command(c, cmd)
+        # Each command's rows go out as soon as they are chained, so the
+        # server inserts one command's rows while the next is chained here
+        # (a batch whose every command is refused COPYs no row: harmless).
+        async with conn.cursor().copy(COPY_EVENTS) as copy:
+            await copy.write(COPY_HEADER)
+            for c, cmd in enumerate(appends, 1):
+                n0 = len(chain.rows)
+                chain.command(c, cmd)
+                if len(chain.rows) > n0:
+                    await copy.write(b"".join(chain.rows[n0:]))
+            await copy.write(COPY_TRAILER)
         if chain.rows:
-            async with conn.cursor().copy(COPY_EVENTS) as copy:
-                await copy.write(b"".join([COPY_HEADER, *chain.rows, COPY_TRAILER]))
             k = chain.new_keys
             await conn.execute(
                 db.q("events", "append_finish"),
