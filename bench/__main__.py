@@ -148,6 +148,22 @@ def ratios(rows: list[Row], config: Config) -> list[Ratio]:
         ),
         _ratio(
             rows,
+            "batch appends: COPY into events / COPY limit",
+            "(told)",
+            "batch.copy_events",
+            "batch.copy",
+            None,
+        ),
+        _ratio(
+            rows,
+            "batch appends: ledger / COPY into events",
+            "(told)",
+            "batch.ledger",
+            "batch.copy_events",
+            None,
+        ),
+        _ratio(
+            rows,
             "verify server side / read limit",
             "≥ 0.7",
             "verify.server",

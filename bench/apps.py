@@ -36,7 +36,9 @@ class TaskOut(BaseModel):
 
 
 def floor_app() -> FastAPI:
-    app = FastAPI(title="HTTP floor")
+    from ledger.api.app import _without_telemetry  # as the ledger's app: no tracer asked for
+
+    app = FastAPI(title="HTTP floor", **_without_telemetry())
 
     @app.post("/tasks", response_model=TaskOut, status_code=201)
     async def submit(body: TaskIn) -> dict[str, Any]:

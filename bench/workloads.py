@@ -533,17 +533,26 @@ def appends(b: Bench) -> list[Row]:
     return rows
 
 
-def _copy_limit(url: str, chunks: list[bytes], n: int) -> dict[str, Any]:
+def _copy_limit(
+    url: str, chunks: list[bytes], n: int, table: str = "bare_events"
+) -> dict[str, Any]:
+    """One COPY of ``n`` chained rows in one transaction: into a bare table of
+    the events' columns (no key, index, CHECK or trigger: the write limit), or
+    into the ledger's own ``events`` table of a fresh schema (its unique
+    indexes, the CHECKs and the triggers that follow events: what the table
+    costs before any appender work; a new database for every repetition)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS bare_events")
-        conn.execute(
-            "CREATE TABLE bare_events (position bigint, stream text, version bigint, type text,"
-            " recorded_at timestamptz, prev_hash bytea, hash bytea, canonical bytea)"
-        )
+        if table == "bare_events":
+            conn.execute("DROP TABLE IF EXISTS bare_events")
+            conn.execute(
+                "CREATE TABLE bare_events (position bigint, stream text, version bigint, type text,"
+                " recorded_at timestamptz, prev_hash bytea, hash bytea, canonical bytea)"
+            )
+        conn.execute("CHECKPOINT")
         t0 = time.perf_counter()
         with (
             conn.transaction(),
-            conn.cursor().copy(f"COPY bare_events ({ledgerdata.EVENT_COLUMNS}) FROM STDIN") as copy,
+            conn.cursor().copy(f"COPY {table} ({ledgerdata.EVENT_COLUMNS}) FROM STDIN") as copy,
         ):
             for chunk in chunks:
                 copy.write(chunk)
@@ -612,6 +621,24 @@ def batches(b: Bench) -> list[Row]:
                 ),
             )
         )
+
+    def copy_events() -> dict[str, Any]:
+        with b.server.database("copyevents") as url:
+            return _copy_limit(url, chunks, c.copy_rows, table="events")
+
+    what = f"COPY into the ledger's events table ({c.copy_rows:,} rows, its indexes and CHECKs)"
+    rows.append(
+        _guard(
+            "batch.copy_events",
+            wl,
+            what,
+            lambda: _reps(
+                Row("batch.copy_events", wl, what, "events/s", commits_per_event=1 / c.copy_rows),
+                c.reps,
+                copy_events,
+            ),
+        )
+    )
     return rows
 
 
