@@ -4,6 +4,7 @@ audit bundle) the checks against signed checkpoints. No database, no network."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any
 
@@ -16,10 +17,12 @@ HELP = "verify an export bundle offline (no database, no network)"
 
 
 def _parse_head(text: str) -> tuple[int, str]:
-    pos, _, h = text.partition(":")
-    if not pos.isdigit() or len(h) != 64:
-        raise argparse.ArgumentTypeError("expected POSITION:HASH (64 hex digits)")
-    return int(pos), h.lower()
+    m = re.fullmatch(r"([0-9]+):([0-9a-fA-F]{64})", text)
+    if m is None or int(m[1]) < 1:
+        raise argparse.ArgumentTypeError(
+            "expected POSITION:HASH (position 1 or more, 64 hex digits)"
+        )
+    return int(m[1]), m[2].lower()
 
 
 def _parse_hash(text: str) -> str:
@@ -29,7 +32,7 @@ def _parse_hash(text: str) -> str:
 
 
 def _parse_jobs(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if re.fullmatch(r"[0-9]+", text) is None or int(text) < 1:
         raise argparse.ArgumentTypeError("expected a number of processes, 1 or more")
     return int(text)
 
@@ -101,12 +104,16 @@ def run(args: Any) -> int:
     if args.file is None:
         print("ledger: give an export bundle FILE (or - for stdin)", file=sys.stderr)
         return 2
-    if args.file == "-":
-        result = verify_file(sys.stdin.buffer, anchor=args.anchor, expect_head=args.expect_head)
-    else:
-        result = verify_path(
-            args.file, anchor=args.anchor, expect_head=args.expect_head, jobs=args.jobs
-        )
+    try:
+        if args.file == "-":
+            result = verify_file(sys.stdin.buffer, anchor=args.anchor, expect_head=args.expect_head)
+        else:
+            result = verify_path(
+                args.file, anchor=args.anchor, expect_head=args.expect_head, jobs=args.jobs
+            )
+    except OSError as exc:  # a directory, a file it may not read, a read error
+        print(f"ledger: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     if result.ok:
         print(
             f"OK: positions {result.verified_from}..{result.verified_to} verify "

@@ -50,28 +50,44 @@ class _Subtree(NamedTuple):
     hash: bytes
 
 
-def root_of_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
-    """MTH over leaf hashes (already ``leaf_hash``-ed), in O(n) time, O(log n) memory."""
-    if not hashes:
-        return EMPTY_ROOT
-    # A stack of perfect subtrees, merged like a binary counter.
-    stack: list[_Subtree] = []
-    for h in hashes:
+class RootBuilder:
+    """MTH of leaf hashes fed one at a time, in O(log n) memory: a stack of
+    perfect subtrees, merged like a binary counter."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._stack: list[_Subtree] = []
+
+    def add(self, h: bytes) -> None:
+        stack = self._stack
         level, cur = 0, h
         while stack and stack[-1].level == level:
             cur = node_hash(stack.pop().hash, cur)
             level += 1
         stack.append(_Subtree(level, cur))
-    # The right edge folds from the right: smaller subtrees hang off larger ones.
-    acc = stack[-1].hash
-    for _, h in reversed(stack[:-1]):
-        acc = node_hash(h, acc)
-    return acc
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return EMPTY_ROOT
+        # The right edge folds from the right: smaller subtrees hang off larger ones.
+        acc = self._stack[-1].hash
+        for _, h in reversed(self._stack[:-1]):
+            acc = node_hash(h, acc)
+        return acc
+
+
+def root_of_leaf_hashes(hashes: Iterable[bytes]) -> bytes:
+    """MTH over leaf hashes (already ``leaf_hash``-ed), in O(n) time, O(log n) memory."""
+    b = RootBuilder()
+    for h in hashes:
+        b.add(h)
+    return b.root()
 
 
 def root(leaves: Iterable[bytes]) -> bytes:
     """MTH over raw leaves (RFC 9162 §2.1.1)."""
-    return root_of_leaf_hashes([leaf_hash(x) for x in leaves])
+    return root_of_leaf_hashes(leaf_hash(x) for x in leaves)
 
 
 def perfect_nodes(start: int, end: int) -> list[Node]:

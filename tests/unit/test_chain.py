@@ -145,9 +145,52 @@ def test_recorded_at_must_be_the_exact_form(tmp_path: Path, recorded_at: str) ->
 def test_jobs_must_be_a_positive_number(tmp_path: Path) -> None:
     path = tmp_path / "bundle.ndjson"
     path.write_bytes(b"")
-    for bad in ("0", "-3", "two"):
+    for bad in ("0", "-3", "two", "\u0663"):  # the last: a digit of another script
         proc = ledger_verify(path, "--jobs", bad)
         assert proc.returncode == 2 and "--jobs" in proc.stderr, (bad, proc.stderr)
+
+
+def test_expect_head_must_be_a_position_and_a_hash(tmp_path: Path) -> None:
+    path = VECTORS / "ledger-ok.ndjson"
+    for bad in ("0:" + "a" * 64, "6:" + "z" * 64, "6:" + "a" * 63, "\u0666:" + "a" * 64, "6"):
+        proc = ledger_verify(path, "--expect-head", bad)
+        assert proc.returncode == 2 and "--expect-head" in proc.stderr, (bad, proc.stderr)
+
+
+def test_a_path_that_is_not_a_readable_file_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    proc = ledger_verify(tmp_path)  # a directory
+    assert proc.returncode == 2, proc
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert str(tmp_path) in proc.stderr
+
+
+def test_an_export_whose_payload_names_the_audit_bundle_format_is_an_export(
+    tmp_path: Path,
+) -> None:
+    """Agents write payloads: naming the bundle format in one must not make
+    ledger verify read the export as an audit bundle."""
+    from ledger.canonical import ZERO_HASH, compute_event_hash
+    from ledger.proofs.bundle import BUNDLE_FORMAT
+
+    prev, lines = ZERO_HASH, []
+    for position in (1, 2):
+        event = {
+            "data": {"payload": {"format": BUNDLE_FORMAT}},
+            "meta": {},
+            "position": position,
+            "prev_hash": prev,
+            "recorded_at": "2026-01-01T00:00:00.000000Z",
+            "stream": "task-1",
+            "type": "TaskSubmitted" if position == 1 else "TaskStepRecorded",
+            "version": position,
+        }
+        event["hash"] = prev = compute_event_hash(event)
+        lines.append(orjson.dumps(event, option=orjson.OPT_SORT_KEYS))
+    path = tmp_path / "export.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    proc = ledger_verify(path)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert proc.stdout.startswith("OK: positions 1..2 verify"), proc.stdout
 
 
 def test_ledger_verify_loads_no_database_or_http_client() -> None:

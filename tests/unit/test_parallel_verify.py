@@ -166,3 +166,33 @@ def test_any_tampering_reports_what_the_sequential_verifier_reports(
         lines.insert(k, b"   ")
     alone, spread = _both(tmp_path, lines)
     _same(alone, spread)
+
+
+def test_a_bundle_against_a_checkpoint_is_streamed(tmp_path: Path) -> None:
+    """ledger verify FILE --checkpoint keeps the tree's right edge, not the
+    file: its peak allocation stays a small part of the bundle however long,
+    and the root it finds is the tree's (and a changed leaf is not)."""
+    import tracemalloc
+
+    from ledger.audit.offline import Failed, check_bundle
+    from ledger.proofs import merkle
+    from ledger.proofs.note import Checkpoint
+
+    events = _events(20_000)
+    path = tmp_path / "export.ndjson"
+    path.write_bytes(b"".join(_line(e, "export") + b"\n" for e in events))
+    size = len(events) - 7
+    root = merkle.root(bytes.fromhex(e["hash"]) for e in events[:size])
+    tracemalloc.start()
+    try:
+        with path.open("rb") as f:
+            out = check_bundle(f, Checkpoint("ledger.example/x", size, root), None, None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (
+        out[-1] == f"OK: events 1..{size} are the tree of the signed checkpoint (ledger.example/x)"
+    )
+    assert peak < path.stat().st_size / 10, (peak, path.stat().st_size)
+    with path.open("rb") as f, pytest.raises(Failed, match="history differs"):
+        check_bundle(f, Checkpoint("ledger.example/x", size, bytes(32)), None, None)
