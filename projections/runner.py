@@ -265,10 +265,13 @@ class Runner:
             if behind:
                 log.info("projection_caught_up", projection=p.name, position=b.position)
                 behind = False
+            woken = False
             for _n in lock_conn.notifies(
                 timeout=self.settings.projection_poll_seconds, stop_after=1
             ):
-                pass
+                woken = True
+            if woken and self.settings.projection_gather_seconds > 0:
+                self.stopping.wait(self.settings.projection_gather_seconds)
 
 
 def drop_schema(conn: psycopg.Connection[Any], schema: str) -> None:

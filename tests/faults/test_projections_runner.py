@@ -286,3 +286,33 @@ def test_ledger_run_starts_a_runner_beside_the_api(db_url: str, tmp_path: Path) 
                 break
             assert time.monotonic() < deadline, f"{runners} runner sessions left"
             time.sleep(0.1)
+
+
+def test_with_a_gather_time_the_commits_of_that_moment_share_one_batch(
+    db_url: str, super_conn: psycopg.Connection[Any]
+) -> None:
+    """LEDGER_PROJECTION_GATHER_SECONDS: a caught-up runner woken by a commit
+    waits that long, then folds everything committed meanwhile in one batch
+    (the checkpoint moves once, not once per commit), and no later than that."""
+    submit_tasks(db_url, 1)
+    runner = start_runner(db_url, LEDGER_PROJECTION_GATHER_SECONDS="1.0")
+    try:
+        start = wait_caught_up(db_url)
+        t0 = time.monotonic()
+        for _ in range(5):  # five commits, five NOTIFYs, well inside the gather time
+            submit_tasks(db_url, 2)
+        submitted = time.monotonic() - t0
+        seen: list[tuple[float, int]] = []
+        while time.monotonic() - t0 < 10:
+            pos = positions(super_conn)["tasks"]
+            if not seen or seen[-1][1] != pos:
+                seen.append((time.monotonic() - t0, pos))
+            if pos == start + 10:
+                break
+            time.sleep(0.005)
+    finally:
+        stop(runner)
+    assert submitted < 0.8, f"the submits took {submitted:.2f} s: too slow to tell"
+    assert [pos for _, pos in seen] == [start, start + 10], seen
+    assert seen[-1][0] >= 0.9, seen  # folded after the gather time, not at the first commit
+    applied_matches_ledger(super_conn)
