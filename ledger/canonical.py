@@ -23,6 +23,7 @@ double that large is an integer.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from typing import Any
 
@@ -199,7 +200,37 @@ def exported_event_hash(event: dict[str, Any], line: bytes) -> str:
             candidate = body[:cut] + b"}"
             if written == candidate:
                 return event_hash_hex(candidate)
+    # Not in the export's form: before hashing what was parsed, make sure it
+    # is all the line says (orjson keeps the last of two equal names, another
+    # reader the first). The export's own lines never come here.
+    dup = duplicate_name(body)
+    if dup is not None:
+        raise CanonicalError(
+            "", "duplicate_name", f"the name {dup!r} appears twice in one object (I-JSON, RFC 8785)"
+        )
     return compute_event_hash(event)
+
+
+def duplicate_name(text: bytes) -> str | None:
+    """The first name that appears twice in one object of the JSON ``text``
+    (None when none does, or when ``text`` is not JSON)."""
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        if not found:
+            seen: set[str] = set()
+            for k, _ in items:
+                if k in seen:
+                    found.append(k)
+                    break
+                seen.add(k)
+        return dict(items)
+
+    try:
+        json.loads(text, object_pairs_hook=pairs)
+    except ValueError:
+        return None
+    return found[0] if found else None
 
 
 def envelope_tail(

@@ -18,7 +18,12 @@ from typing import IO, Any
 
 import orjson
 
-from ledger.canonical import ZERO_HASH, compute_event_hash, exported_event_hash
+from ledger.canonical import (
+    ZERO_HASH,
+    CanonicalError,
+    compute_event_hash,
+    exported_event_hash,
+)
 
 # Matched whole (fullmatch) and in ASCII digits: "\d" would take any script's
 # digits and "$" a final line feed, which SPEC §1's exact form refuses.
@@ -212,7 +217,12 @@ def verify_events(
     try:
         for lineno, event, *line in events:
             p, s, ver, ra, ph, h = check_shape(event, lineno)
-            recomputed = exported_event_hash(event, line[0]) if line else compute_event_hash(event)
+            try:
+                recomputed = (
+                    exported_event_hash(event, line[0]) if line else compute_event_hash(event)
+                )
+            except CanonicalError as exc:
+                raise Bad(p, f"line {lineno}: {exc.message}") from None
             v.check(p, s, ver, ra, ph, h, recomputed)
             if expect_head and p == expect_head[0]:
                 seen_head = True

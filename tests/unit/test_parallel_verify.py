@@ -19,6 +19,7 @@ from ledger.audit import parallel
 from ledger.audit.chain import verify_file
 from ledger.canonical import ZERO_HASH, canonical_bytes, compute_event_hash
 from ledger.store import export_line
+from tests.support import ledger_verify
 
 
 def _events(n: int, streams: int = 7) -> list[dict[str, Any]]:
@@ -196,3 +197,29 @@ def test_a_bundle_against_a_checkpoint_is_streamed(tmp_path: Path) -> None:
     assert peak < path.stat().st_size / 10, (peak, path.stat().st_size)
     with path.open("rb") as f, pytest.raises(Failed, match="history differs"):
         check_bundle(f, Checkpoint("ledger.example/x", size, bytes(32)), None, None)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_line_with_a_name_twice_is_refused_where_it_is(tmp_path: Path, jobs: str) -> None:
+    """orjson keeps the last of two equal names and another reader the first:
+    a forged "data" put before the real one would read as the forgery yet
+    hash as the original. RFC 8785 takes I-JSON, each name once: refused."""
+    lines = list(FORMS["export"][:30])
+    lines[11] = b'{"data":{"approved":false},' + lines[11][1:]
+    path = tmp_path / "bundle.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with path.open("rb") as f:
+        alone = verify_file(f)
+    assert not alone.ok and alone.first_bad_position == 12, alone
+    assert "'data' appears twice" in str(alone.reason)
+    proc = ledger_verify(path, "--jobs", jobs)
+    assert proc.returncode == 1 and "FAILED at position 12" in proc.stdout, proc.stdout
+    assert "appears twice" in proc.stdout
+
+
+def test_duplicate_names_are_found_at_any_depth() -> None:
+    from ledger.canonical import duplicate_name
+
+    assert duplicate_name(b'{"a":{"b":[{"c":1,"c":2}]}}') == "c"
+    assert duplicate_name(b'{"a":1,"b":{"a":1}}') is None  # the same name in two objects
+    assert duplicate_name(b"not json") is None
