@@ -73,8 +73,8 @@ class Settings(BaseSettings):
     projection_poll_seconds: float = 0.5
     # Woken by a commit, a caught-up runner waits this long first (seconds), so
     # the commits of that moment share one batch (one transaction) instead of
-    # one each: less of the cores the API shares, for a few ms more lag.
-    projection_gather_seconds: float = 0.0
+    # one each: less of the cores the API shares, for that much more lag.
+    projection_gather_seconds: float = 0.01
     # A standby runner tries to take the lead this often (seconds).
     projection_standby_seconds: float = 1.0
     # After a batch failed (an event the fold refuses), wait this long to retry.
