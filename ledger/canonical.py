@@ -202,18 +202,15 @@ def exported_event_hash(event: dict[str, Any], line: bytes) -> str:
                 return event_hash_hex(candidate)
     # Not in the export's form: before hashing what was parsed, make sure it
     # is all the line says (orjson keeps the last of two equal names, another
-    # reader the first). The export's own lines never come here.
-    dup = duplicate_name(body)
-    if dup is not None:
-        raise CanonicalError(
-            "", "duplicate_name", f"the name {dup!r} appears twice in one object (I-JSON, RFC 8785)"
-        )
+    # reader the first). Lines orjson writes back as they are never come here.
+    refuse_duplicate_names(body)
     return compute_event_hash(event)
 
 
 def duplicate_name(text: bytes) -> str | None:
     """The first name that appears twice in one object of the JSON ``text``
-    (None when none does, or when ``text`` is not JSON)."""
+    (None when none does). Raises ``CanonicalError`` when ``text`` cannot be
+    read to tell (not JSON, or nested beyond what the reader takes)."""
     found: list[str] = []
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -228,9 +225,20 @@ def duplicate_name(text: bytes) -> str | None:
 
     try:
         json.loads(text, object_pairs_hook=pairs)
-    except ValueError:
-        return None
+    except (ValueError, RecursionError) as exc:  # fail closed: unread is not unique
+        raise CanonicalError(
+            "", "unreadable", f"cannot be read to check its names ({type(exc).__name__})"
+        ) from None
     return found[0] if found else None
+
+
+def refuse_duplicate_names(text: bytes) -> None:
+    """RFC 8785 takes I-JSON: each name once in an object. Raises ``CanonicalError``."""
+    dup = duplicate_name(text)
+    if dup is not None:
+        raise CanonicalError(
+            "", "duplicate_name", f"the name {dup!r} appears twice in one object (I-JSON, RFC 8785)"
+        )
 
 
 def envelope_tail(

@@ -222,7 +222,11 @@ def verify_events(
                     exported_event_hash(event, line[0]) if line else compute_event_hash(event)
                 )
             except CanonicalError as exc:
-                raise Bad(p, f"line {lineno}: {exc.message}") from None
+                # where the next event should be: a repeated name may be the
+                # position itself, and which of its values is the line's is moot
+                raise Bad(None, f"line {lineno}: {exc.message}") from None
+            except (orjson.JSONEncodeError, RecursionError, TypeError) as exc:
+                raise Bad(None, f"line {lineno}: cannot be hashed ({exc})") from None
             v.check(p, s, ver, ra, ph, h, recomputed)
             if expect_head and p == expect_head[0]:
                 seen_head = True

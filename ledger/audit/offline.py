@@ -23,7 +23,7 @@ import orjson
 
 from ledger.audit.chain import Bad, check_shape, parse_lines, verify_events
 from ledger.audit.witnessed import Policy, check_receipts
-from ledger.canonical import compute_event_hash
+from ledger.canonical import CanonicalError, compute_event_hash, refuse_duplicate_names
 from ledger.proofs import merkle, note, receipts
 
 BUNDLE_FORMAT = "ledger-audit-bundle/1"
@@ -79,6 +79,21 @@ def event_hash(event: Any) -> bytes:
             f"(computed {computed[:16]}…)"
         )
     return bytes.fromhex(event["hash"])
+
+
+def _ijson(raw: bytes, what: str) -> Any:
+    """``raw`` parsed, refused unless it is I-JSON (each name once in an object,
+    RFC 8785): orjson keeps the last of two equal names, another reader the
+    first, so an event could read one way and hash the other."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Failed(f"{what}: not JSON ({exc})") from None
+    try:
+        refuse_duplicate_names(raw)
+    except CanonicalError as exc:
+        raise Failed(f"{what}: {exc.message}") from None
+    return parsed
 
 
 # -- the checks --------------------------------------------------------------------
@@ -259,7 +274,7 @@ def check_files(
             raise Failed("give the verifier key you trust with --key (GET /audit/public-key)")
         return check_receipts(Path(file).read_text(), verifiers, policy or Policy(), event_hash)
     if file and is_audit_bundle(file):
-        return check_audit_bundle(orjson.loads(Path(file).read_bytes()), verifiers, policy)
+        return check_audit_bundle(_ijson(Path(file).read_bytes(), file), verifiers, policy)
     if not checkpoint:
         raise Failed("--event and --old-checkpoint need --checkpoint")
     if not verifiers:
@@ -277,10 +292,7 @@ def check_files(
     if event:
         if not proof:
             raise Failed("--event needs --proof (GET /audit/proof/inclusion)")
-        try:
-            parsed = orjson.loads(Path(event).read_bytes())
-        except orjson.JSONDecodeError as exc:
-            raise Failed(f"{event}: not JSON ({exc})") from None
+        parsed = _ijson(Path(event).read_bytes(), event)
         out.append(check_inclusion(parsed, *read_proof(proof), cp))
     if file == "-":
         out.extend(check_bundle(sys.stdin.buffer, cp, anchor, expect_head))

@@ -207,3 +207,44 @@ def test_ledger_verify_loads_no_database_or_http_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "", f"ledger verify loaded: {out.stdout.strip()}"
+
+
+def test_every_offline_reading_of_an_event_refuses_a_name_twice(tmp_path: Path) -> None:
+    """Not only export lines: an audit bundle, an --event file and a receipt's
+    event are refused with a repeated name too (I-JSON, RFC 8785)."""
+    from ledger.audit.offline import Failed, _ijson, check_files
+    from ledger.proofs.bundle import BUNDLE_FORMAT
+    from ledger.proofs.note import NoteError
+    from ledger.proofs.receipts import Receipt
+
+    forged = b'{"data":{"approved":false},"data":{"approved":true},"position":5}'
+    with pytest.raises(Failed, match="'data' appears twice"):
+        _ijson(forged, "event.json")
+    assert _ijson(b'{"data":{"a":1},"meta":{"a":1}}', "event.json") == {
+        "data": {"a": 1},
+        "meta": {"a": 1},
+    }
+    bundle = tmp_path / "bundle.json"
+    bundle.write_bytes(b'{"format":"' + BUNDLE_FORMAT.encode() + b'","events":[' + forged + b"]}")
+    with pytest.raises(Failed, match="'data' appears twice"):
+        check_files(keys=[], file=str(bundle))
+    with pytest.raises(NoteError, match="'data' appears twice"):
+        Receipt(forged, 4, [], "").event()
+    assert Receipt(b'{"data":{}}', 0, [], "").event() == {"data": {}}
+
+
+def test_a_line_too_deep_to_check_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    from ledger.canonical import ZERO_HASH
+
+    fields = (
+        f'"hash":"{"0" * 64}","meta":{{}},"position":1,"prev_hash":"{ZERO_HASH}",'
+        '"recorded_at":"2026-01-01T00:00:00.000000Z","stream":"task-1","type":"Noted","version":1}'
+    )
+    path = tmp_path / "deep.ndjson"  # deeper than Python's json reads, not than orjson
+    path.write_bytes(b'{"data":{"x":' + b"[" * 1000 + b"]" * 1000 + b"}," + fields.encode() + b"\n")
+    with path.open("rb") as f:
+        result = verify_file(f)
+    assert not result.ok and result.first_bad_position == 1, result
+    assert "cannot be read to check its names" in str(result.reason) or "hashed" in str(
+        result.reason
+    ), result
