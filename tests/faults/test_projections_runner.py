@@ -295,7 +295,7 @@ def test_with_a_gather_time_the_commits_of_that_moment_share_one_batch(
     waits that long, then folds everything committed meanwhile in one batch
     (the checkpoint moves once, not once per commit), and no later than that."""
     submit_tasks(db_url, 1)
-    runner = start_runner(db_url, LEDGER_PROJECTION_GATHER_SECONDS="1.0")
+    runner = start_runner(db_url, LEDGER_PROJECTION_GATHER_SECONDS="2.0")
     try:
         start = wait_caught_up(db_url)
         t0 = time.monotonic()
@@ -312,7 +312,7 @@ def test_with_a_gather_time_the_commits_of_that_moment_share_one_batch(
             time.sleep(0.005)
     finally:
         stop(runner)
-    assert submitted < 0.8, f"the submits took {submitted:.2f} s: too slow to tell"
+    assert submitted < 1.6, f"the submits took {submitted:.2f} s: too slow to tell"
     assert [pos for _, pos in seen] == [start, start + 10], seen
-    assert seen[-1][0] >= 0.9, seen  # folded after the gather time, not at the first commit
+    assert seen[-1][0] >= 1.9, seen  # folded after the gather time, not at the first commit
     applied_matches_ledger(super_conn)
