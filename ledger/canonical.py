@@ -232,6 +232,16 @@ def duplicate_name(text: bytes) -> str | None:
     return found[0] if found else None
 
 
+def loads_ijson(text: bytes) -> Any:
+    """``text`` parsed by orjson, refused unless it is I-JSON (each name once
+    in an object): orjson keeps the last of two equal names, another reader
+    the first, so an event could read one way and hash the other. Raises
+    ``orjson.JSONDecodeError`` or ``CanonicalError``."""
+    value = orjson.loads(text)
+    refuse_duplicate_names(text)
+    return value
+
+
 def refuse_duplicate_names(text: bytes) -> None:
     """RFC 8785 takes I-JSON: each name once in an object. Raises ``CanonicalError``."""
     dup = duplicate_name(text)

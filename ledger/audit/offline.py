@@ -23,7 +23,7 @@ import orjson
 
 from ledger.audit.chain import Bad, check_shape, parse_lines, verify_events
 from ledger.audit.witnessed import Policy, check_receipts
-from ledger.canonical import CanonicalError, compute_event_hash, refuse_duplicate_names
+from ledger.canonical import CanonicalError, compute_event_hash, loads_ijson
 from ledger.proofs import merkle, note, receipts
 
 BUNDLE_FORMAT = "ledger-audit-bundle/1"
@@ -82,18 +82,13 @@ def event_hash(event: Any) -> bytes:
 
 
 def _ijson(raw: bytes, what: str) -> Any:
-    """``raw`` parsed, refused unless it is I-JSON (each name once in an object,
-    RFC 8785): orjson keeps the last of two equal names, another reader the
-    first, so an event could read one way and hash the other."""
+    """:func:`ledger.canonical.loads_ijson`, its refusals as ``Failed``."""
     try:
-        parsed = orjson.loads(raw)
+        return loads_ijson(raw)
     except orjson.JSONDecodeError as exc:
         raise Failed(f"{what}: not JSON ({exc})") from None
-    try:
-        refuse_duplicate_names(raw)
     except CanonicalError as exc:
         raise Failed(f"{what}: {exc.message}") from None
-    return parsed
 
 
 # -- the checks --------------------------------------------------------------------

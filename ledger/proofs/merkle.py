@@ -70,11 +70,8 @@ class RootBuilder:
     def root(self) -> bytes:
         if not self._stack:
             return EMPTY_ROOT
-        # The right edge folds from the right: smaller subtrees hang off larger ones.
-        acc = self._stack[-1].hash
-        for _, h in reversed(self._stack[:-1]):
-            acc = node_hash(h, acc)
-        return acc
+        # the right edge, largest subtree first, folded as any range is
+        return compose([s.hash for s in self._stack])
 
 
 def root_of_leaf_hashes(hashes: Iterable[bytes]) -> bytes:
