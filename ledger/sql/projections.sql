@@ -26,7 +26,7 @@ SELECT position, hash FROM ledger_head WHERE id
 -- Events after the checkpoint, up to a head read just before: every event at
 -- or below a committed head is visible (see projections/runner.py).
 SELECT position, canonical, hash FROM events
- WHERE position > %(after)s AND position <= %(upto)s AND type = ANY(%(types)s)
+ WHERE position > %(after)s AND position <= %(upto)s AND type = ANY(%(types)b::text[])
  ORDER BY position
  LIMIT %(limit)s
 
@@ -67,20 +67,20 @@ SELECT hash FROM events WHERE position = %(position)s
 
 -- name: all_events
 SELECT position, canonical, hash FROM events
- WHERE position <= %(upto)s AND type = ANY(%(types)s)
+ WHERE position <= %(upto)s AND type = ANY(%(types)b::text[])
  ORDER BY position
 
 -- == the task view ==
 
 -- name: task_states
-SELECT id, state FROM task_view WHERE id = ANY(%(ids)s)
+SELECT id, state FROM task_view WHERE id = ANY(%(ids)b::text[])
 
 -- name: task_upsert
 INSERT INTO task_view AS t
        (id, agent_name, task_type, status, priority, version, position, created_position, state)
-SELECT * FROM unnest(%(id)s::text[], %(agent_name)s::text[], %(task_type)s::text[],
-                     %(status)s::text[], %(priority)s::int[], %(version)s::bigint[],
-                     %(position)s::bigint[], %(created_position)s::bigint[], %(state)s::bytea[])
+SELECT * FROM unnest(%(id)b::text[], %(agent_name)b::text[], %(task_type)b::text[],
+                     %(status)b::text[], %(priority)b::int[], %(version)b::bigint[],
+                     %(position)b::bigint[], %(created_position)b::bigint[], %(state)b::bytea[])
 ON CONFLICT (id) DO UPDATE
    SET status = EXCLUDED.status, priority = EXCLUDED.priority, version = EXCLUDED.version,
        position = EXCLUDED.position, state = EXCLUDED.state
@@ -133,17 +133,17 @@ SELECT EXISTS (
 -- == task counts ==
 
 -- name: counts_status
-SELECT id, agent_name, task_type, status FROM task_counts_status WHERE id = ANY(%(ids)s)
+SELECT id, agent_name, task_type, status FROM task_counts_status WHERE id = ANY(%(ids)b::text[])
 
 -- name: counts_status_upsert
 INSERT INTO task_counts_status AS s (id, agent_name, task_type, status)
-SELECT * FROM unnest(%(id)s::text[], %(agent_name)s::text[], %(task_type)s::text[],
-                     %(status)s::text[])
+SELECT * FROM unnest(%(id)b::text[], %(agent_name)b::text[], %(task_type)b::text[],
+                     %(status)b::text[])
 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status
 
 -- name: counts_add
 INSERT INTO task_counts AS c (dimension, key, status, n)
-SELECT * FROM unnest(%(dimension)s::text[], %(key)s::text[], %(status)s::text[], %(n)s::bigint[])
+SELECT * FROM unnest(%(dimension)b::text[], %(key)b::text[], %(status)b::text[], %(n)b::bigint[])
 ON CONFLICT (dimension, key, status) DO UPDATE SET n = c.n + EXCLUDED.n
 
 -- name: counts_all
